@@ -1,0 +1,1 @@
+"""Decisions, safety, fallback rules, config, daemon, metrics and the command line."""

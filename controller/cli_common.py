@@ -1,0 +1,63 @@
+"""Shared pieces of the `coolpilot` command line: common flags, output and errors.
+
+Every command that reports takes ``--json`` and then prints exactly one JSON object on
+stdout (progress and logs go to stderr). Expected failures raise `CliError`, which the
+entry point turns into one clear line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CliError(Exception):
+    """An expected failure with a message for the operator (one line, no traceback)."""
+
+
+def add_db_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="SQLAlchemy database URL (default: $COOLPILOT_DATABASE_URL, else sqlite:///coolpilot.db)",
+    )
+
+
+def add_json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _jsonable(value.item())
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def emit(args: argparse.Namespace, payload: Mapping[str, Any], human: str) -> None:
+    """Print the JSON object under --json, else the human-readable text."""
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(_jsonable(payload), sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(human.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def progress(message: str) -> None:
+    """A progress line for the operator, on stderr so that --json stdout stays clean."""
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.stderr.flush()

@@ -1,0 +1,1 @@
+"""SQL sensor historian: schema, migrations, ingest and queries (SQLite and PostgreSQL)."""

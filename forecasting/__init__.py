@@ -1,0 +1,1 @@
+"""Features, torch ensemble models, training, uncertainty and the model registry."""

@@ -1,0 +1,1 @@
+"""Digital twin of a chilled-water data-centre cooling plant."""
