@@ -1,0 +1,1 @@
+"""Alembic migrations for the historian schema; run them with `db.migrate.upgrade`."""
