@@ -17,6 +17,11 @@ from controller.cli_common import CliError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "db.cli",
+    "controller.commands",
+    "simulator.cli",
+    "controller.daemon_cli",
+    "forecasting.cli",
+    "controller.evaluation_cli",
 )
 
 

@@ -1,0 +1,171 @@
+"""From one cycle's decision to the daemon's metrics: every series an operator watches.
+
+Why apart from the daemon: this is the one place that says what each metric means
+in terms of a `Decision` (mode, fallback, setpoints, predictions, margins, savings
+against the rules, data age, errors, the model in use, and how forecasts made a
+horizon ago turned out), so the daemon loop stays about scheduling and signals.
+
+"Savings against the rules" is the model's predicted cooling power for what the
+rules would have emitted this cycle (through the same safety gate) minus its
+prediction for the chosen setpoints; 0 when the rules decided.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from controller.cycle import ReadingSource, Recorder
+from controller.decision import Decision
+from controller.forecast_check import COOLING, ForecastLedger, PendingForecast, anchor_row
+from controller.metrics import CoolpilotMetrics
+from controller.rules import rule_setpoints
+from controller.safety import gate
+from db.engine import DatabaseError
+from db.roles import REQUIRED_MEASUREMENT_ROLES, SETPOINT_ROLES
+from forecasting.protocol import Forecaster
+
+log = logging.getLogger(__name__)
+
+ROW = timedelta(minutes=5)
+
+
+class RecordingSource:
+    """Passes reads through and keeps the cycle's frame (for data age and matured forecasts)."""
+
+    def __init__(self, inner: ReadingSource) -> None:
+        self.inner = inner
+        self.frame: pd.DataFrame | None = None
+
+    def read_wide(self, roles: Any, start: datetime, end: datetime, freq: str = "5min") -> Any:
+        self.frame = None
+        wide = self.inner.read_wide(roles, start, end, freq)
+        self.frame = wide.frame
+        return wide
+
+
+def latest_row(frame: pd.DataFrame | None, column: str | None = None) -> datetime | None:
+    """The newest grid row holding any reading (of ``column`` if given), None when empty."""
+    if frame is None or frame.empty:
+        return None
+    if column is not None and column not in frame.columns:
+        return None
+    part = frame[[column]] if column is not None else frame
+    has = part.notna().any(axis=1).to_numpy()
+    if not has.any():
+        return None
+    stamp: datetime = pd.Timestamp(frame.index[np.flatnonzero(has)[-1]]).to_pydatetime()
+    return stamp
+
+
+def rules_setpoints_for(config: Any, decision: Decision) -> dict[str, float] | None:
+    """What the rules would have emitted this cycle (through the same gate), or None."""
+    previous = decision.previous
+    if any(r not in previous or not math.isfinite(previous[r]) for r in SETPOINT_ROLES):
+        return None
+    env = config.envelope()
+    readings = {**dict.fromkeys(REQUIRED_MEASUREMENT_ROLES, math.nan), **decision.measured, **previous}
+    proposal = rule_setpoints(config.cycle.fallback_preset, readings, env)
+    return gate(proposal, previous, env, pins=config.pins(), hot_guard=decision.hot_guard).setpoints
+
+
+class CyclePublisher:
+    """Sets the metrics of each cycle; keeps the forecasts that wait for their horizon.
+
+    ``source`` is the cycle's `RecordingSource`; ``forecaster`` the daemon's model
+    source (its ``info``, when it has one, names the model in use); ``period_s`` the
+    plant time per cycle [s] (for the savings energy counter).
+    """
+
+    def __init__(self, metrics: CoolpilotMetrics, source: RecordingSource, forecaster: Any, recorder: Recorder,
+                 period_s: float) -> None:
+        self.metrics, self.source, self.forecaster, self.recorder = metrics, source, forecaster, recorder
+        self.period_s = period_s
+        self.ledger = ForecastLedger()
+        self._published_model: str | None = None
+
+    def publish(self, config: Any, decision: Decision, model: Forecaster | None) -> float | None:
+        """All metrics of one decision; returns the savings estimate against the rules [kW]."""
+        m = self.metrics
+        savings = self.savings_vs_rules(config, decision, model)
+        fields = decision.metrics_fields()
+        fields.update(cycle_period_s=self.period_s, savings_kw=savings)
+        m.observe_decision(**fields)
+        newest = self._newest_reading()
+        if newest is not None:
+            m.set_data_age(max((decision.ts - newest).total_seconds(), 0.0))
+        if decision.reason_code == "db_error" or int(getattr(self.recorder, "queued", 0)):
+            m.db_error()
+        if decision.actuation.startswith("failed"):
+            m.actuator_error()
+        self._publish_model(model)
+        if decision.chosen is not None and model is not None:
+            c = decision.chosen
+            self.ledger.add(PendingForecast(anchor_row(decision.ts), int(model.horizon_min),
+                                            c.cooling_power_kw, c.cooling_power_lo_kw, c.cooling_power_hi_kw))
+        self._check_forecasts()
+        return savings
+
+    def _newest_reading(self) -> datetime | None:
+        """Time of the newest reading: from the source when it can tell, else the window's last row."""
+        latest: Callable[[], Any] | None = getattr(self.source.inner, "latest_timestamp", None)
+        if callable(latest):
+            try:
+                value = latest()
+            except DatabaseError as exc:
+                log.debug("no newest-reading time: %s", exc)
+            else:
+                return value if isinstance(value, datetime) else None
+        return latest_row(self.source.frame)
+
+    def savings_vs_rules(self, config: Any, decision: Decision, model: Forecaster | None) -> float | None:
+        """Predicted cooling power of the rules' setpoints minus that of the chosen ones [kW]."""
+        if decision.outcome == "fallback":
+            return 0.0  # the rules' setpoints are the ones in use
+        frame, chosen = self.source.frame, decision.chosen
+        if chosen is None or model is None or frame is None:
+            return None
+        try:
+            rules = rules_setpoints_for(config, decision)
+            if rules is None:
+                return None
+            vector = np.array([[rules[r] for r in SETPOINT_ROLES]], dtype=np.float64)
+            forecast = model.predict(frame.tail(max(model.history_needed(), 1)), vector)
+            value = float(forecast.cooling_power_kw[0]) - chosen.cooling_power_kw
+        except Exception as exc:  # an estimate for a metric must never fail the cycle
+            log.debug("no savings estimate: %s", exc)
+            return None
+        return value if math.isfinite(value) else None
+
+    def _publish_model(self, model: Forecaster | None) -> None:
+        info = getattr(self.forecaster, "info", None)
+        if info is not None:
+            if info.version != self._published_model:
+                self.metrics.set_model_info(info.version, info.kind, info.trained_ts_s)
+                self._published_model = info.version
+        elif model is not None and str(model.version) != self._published_model:
+            self.metrics.set_model_info(str(model.version), "forecaster")
+            self._published_model = str(model.version)
+
+    def _check_forecasts(self) -> None:
+        frame = self.source.frame
+        due = self.ledger.earliest_due()
+        newest = latest_row(frame, COOLING)
+        if due is None or newest is None or frame is None or due.matures_at > newest:
+            return
+        series = frame[COOLING]
+        if pd.Timestamp(due.anchor) + ROW < frame.index[0]:  # the window does not reach back far enough
+            try:
+                series = self.source.inner.read_wide([COOLING], due.anchor, newest + ROW).frame[COOLING]
+            except Exception as exc:
+                log.warning("cannot read cooling power to check forecasts: %s", exc)
+                return
+        for matured in self.ledger.mature(series, newest):
+            f = matured.forecast
+            self.metrics.observe_matured_forecast(matured.actual_kw, f.mean_kw, f.lo_kw, f.hi_kw)

@@ -1,0 +1,483 @@
+"""The always-on controller: one main loop, scheduled jobs, signals, systemd, metrics.
+
+Why this shape: a cooling controller must keep deciding every cycle whatever else
+happens (a reload, a slow training run, a database outage), and must stop only
+between cycles. So:
+
+* Signal handlers only set flags (and the interpreter's wake-up fd pokes the loop).
+  One main loop acts on them: SIGHUP reloads the config through the holder (an invalid
+  file keeps the last good one), SIGTERM/SIGINT stop after the running cycle, the
+  systemd watchdog is pinged from the loop, and the config file is polled for edits.
+* The control cycle runs as a job: every ``interval_s`` on the wall clock through
+  APScheduler (`WallClockTrigger`, production), or back to back at N cycles per
+  second on a plant clock (`PacedTrigger`, demo and soak). Everything else is the
+  same code. Retraining runs on its own executor and never blocks the cycle.
+* A restart resumes from the database: the caller passes the last applied setpoints
+  (``db.records.last_applied_setpoints``) as the rate-limit reference, so a crash
+  never causes a jump.
+
+What each cycle publishes is `controller.cycle_metrics`; job timing and the scheduler
+set-up are `controller.scheduler`. Everything with side effects (clock, database,
+actuator, metrics registry, plant hooks, notifier) is injected through `DaemonParts`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import FrameType
+from typing import Any, Protocol
+
+import pandas as pd
+
+from controller.config_watch import ConfigHolder
+from controller.cycle import Actuator, ForecasterSource, ReadingSource, Recorder, run_cycle
+from controller.cycle_metrics import CyclePublisher, RecordingSource
+from controller.decision import Decision
+from controller.metrics import CoolpilotMetrics
+from controller.quality import check_window
+from controller.retraining import TrainingOutcome
+from controller.scheduler import QUALITY_CHECKS, TRAINING_EXECUTOR, JobMetrics, JobMonitor, make_scheduler
+from controller.sdnotify import SystemdNotifier
+from db.engine import DatabaseError
+from db.roles import REQUIRED_MEASUREMENT_ROLES, SETPOINT_ROLES
+from forecasting.protocol import Forecaster
+
+log = logging.getLogger(__name__)
+
+ROW = timedelta(minutes=5)
+#: The main loop wakes at least this often [s] (watchdog, config polling, flags).
+TICK_S = 1.0
+
+
+class CycleHook(Protocol):
+    """Work around each cycle (the simulated plant's historian writes and time steps)."""
+
+    def before_cycle(self) -> None: ...
+
+    def after_cycle(self, decision: Decision | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class WallClockTrigger:
+    """Production: a cycle every ``interval_s`` [s] (the first at once); retraining by crontab (UTC)."""
+
+    interval_s: float
+    retrain_cron: str | None = None
+    quality_interval_s: float = 900.0
+    train_at_start: bool = False
+
+
+@dataclass(frozen=True)
+class PacedTrigger:
+    """Accelerated time: ``cycles_per_s`` cycles per wall-clock second (0: as fast as possible).
+
+    ``period_s``: plant time per cycle [s] (for energy counters); ``max_cycles``: stop
+    after that many (None: until told to stop).
+    """
+
+    cycles_per_s: float
+    period_s: float = 300.0
+    max_cycles: int | None = None
+    retrain_every_cycles: int | None = None
+    quality_every_cycles: int = 3
+
+
+CycleTrigger = WallClockTrigger | PacedTrigger
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    """What one cycle did, for live views and summaries."""
+
+    n: int  # cycles run so far, this one included
+    decision: Decision | None  # None when the cycle failed
+    duration_s: float  # wall time of the whole cycle job, hooks included [s]
+    savings_vs_rules_kw: float | None  # predicted rules power minus chosen power [kW]
+    error: str | None = None
+
+
+@dataclass
+class DaemonParts:
+    """The daemon's edges, all injected (tests pass fresh ones)."""
+
+    holder: ConfigHolder
+    source: ReadingSource
+    forecaster: ForecasterSource
+    actuator: Actuator | None
+    recorder: Recorder
+    metrics: CoolpilotMetrics
+    clock: Callable[[], datetime]  # cycle time, aware UTC
+    notifier: SystemdNotifier = field(default_factory=lambda: SystemdNotifier(None))
+    last_applied: dict[str, float] = field(default_factory=dict)  # [C], from the database at start
+    retrain: Callable[[threading.Event], TrainingOutcome] | None = None
+    hooks: Sequence[CycleHook] = ()
+    on_cycle: Sequence[Callable[[CycleReport], None]] = ()
+    watchdog_interval_s: float | None = None  # ping at least this often [s]; None: no watchdog
+    wall_clock: Callable[[], float] = time.time  # [s since epoch], for metric timestamps
+
+
+class Daemon:
+    """Runs control cycles on a trigger until told to stop; see the module docstring."""
+
+    def __init__(self, parts: DaemonParts, trigger: CycleTrigger, *, tick_s: float = TICK_S,
+                 stall_after_s: float | None = None) -> None:
+        self.parts = parts
+        self.trigger = trigger
+        self.last_applied: dict[str, float] = dict(parts.last_applied)
+        self.tick_s = min(tick_s, parts.watchdog_interval_s or tick_s)
+        interval = trigger.interval_s if isinstance(trigger, WallClockTrigger) else (
+            1.0 / trigger.cycles_per_s if trigger.cycles_per_s > 0 else None)
+        self.period_s = trigger.interval_s if isinstance(trigger, WallClockTrigger) else trigger.period_s
+        self.stall_after_s = stall_after_s if stall_after_s is not None else max(3 * (interval or 0.0), 600.0)
+        self.job_metrics = JobMetrics(parts.metrics.registry)
+        quality_budget = trigger.quality_interval_s if isinstance(trigger, WallClockTrigger) else None
+        self.monitor = JobMonitor(self.job_metrics, {"cycle": interval, "training": None, "quality": quality_budget})
+        self.cycles = 0
+        self.cycle_errors = 0
+        self.last_decision: Decision | None = None
+        self.trainings: list[TrainingOutcome] = []
+        self._source = RecordingSource(parts.source)
+        self.publisher = CyclePublisher(parts.metrics, self._source, parts.forecaster, parts.recorder, self.period_s)
+        self._model: Forecaster | None = None
+        self._quality_summary: str | None = None
+        self._cycle_lock = threading.Lock()
+        self._train_lock = threading.Lock()
+        self._cancel_training = threading.Event()
+        self._pacer_stop = threading.Event()
+        self._pacer: threading.Thread | None = None
+        self._pacer_done = False
+        self._stop_flag = False
+        self._reload_flag = False
+        self._stalled = False
+        self._scheduler: Any = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    # -- flags (safe from signal handlers and other threads) -------------------------
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_flag
+
+    def request_stop(self) -> None:
+        self._stop_flag = True
+        self._poke()
+
+    def request_reload(self) -> None:
+        self._reload_flag = True
+        self._poke()
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):  # buffer full or closed: the loop wakes on its tick anyway
+            self._wake_w.send(b"\0")
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload_flag = True
+        else:
+            self._stop_flag = True
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def run(self, install_signals: bool = True) -> int:
+        """Start, loop until stopped (signal, `request_stop` or the paced cycles are done), stop."""
+        restore = self._install_signals() if install_signals else None
+        try:
+            try:
+                self.start()
+                self._loop()
+            finally:
+                self.shutdown()
+        finally:
+            if restore is not None:
+                restore()
+            self._wake_r.close()
+            self._wake_w.close()
+        return 0
+
+    def _install_signals(self) -> Callable[[], None] | None:
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("not in the main thread: signal handlers not installed")
+            return None
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        old_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+
+        def restore() -> None:
+            signal.set_wakeup_fd(old_fd)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def start(self) -> None:
+        p = self.parts
+        config = p.holder.config
+        p.metrics.set_envelope(config.envelope())
+        p.metrics.reload_ts.set(p.wall_clock())
+        scheduler = make_scheduler()
+        self.monitor.attach(scheduler)
+        trig = self.trigger
+        if isinstance(trig, WallClockTrigger):
+            from apscheduler.triggers.cron import CronTrigger
+            from apscheduler.triggers.interval import IntervalTrigger
+
+            now = datetime.now(tz=scheduler.timezone)
+            scheduler.add_job(self._cycle_job, IntervalTrigger(seconds=trig.interval_s), id="cycle", name="cycle",
+                              next_run_time=now, misfire_grace_time=max(int(trig.interval_s // 2), 1))
+            scheduler.add_job(self._quality_job, IntervalTrigger(seconds=trig.quality_interval_s), id="quality",
+                              name="quality", next_run_time=now + timedelta(seconds=min(trig.quality_interval_s, 30)))
+            if p.retrain is not None and trig.retrain_cron:
+                scheduler.add_job(self._training_job, CronTrigger.from_crontab(trig.retrain_cron, timezone="UTC"),
+                                  id="training", name="training", executor=TRAINING_EXECUTOR,
+                                  misfire_grace_time=3600)
+        scheduler.start()
+        self._scheduler = scheduler
+        if isinstance(trig, WallClockTrigger) and trig.train_at_start and p.retrain is not None:
+            log.info("no champion model yet: training now (rules decide until it is ready)")
+            self.submit_training()
+        if isinstance(trig, PacedTrigger):
+            self._pacer = threading.Thread(target=self._pace, args=(trig,), name="coolpilot-pacer", daemon=True)
+            self._pacer.start()
+        p.notifier.ready(f"running: mode {config.mode}, site {config.site_id}")
+        log.info("daemon running: mode %s, site %s, %s", config.mode, config.site_id, self._describe_trigger())
+
+    def _describe_trigger(self) -> str:
+        t = self.trigger
+        if isinstance(t, WallClockTrigger):
+            return f"a cycle every {t.interval_s:g} s" + (f", retraining at cron {t.retrain_cron!r} UTC"
+                                                          if t.retrain_cron and self.parts.retrain else "")
+        speed = "as fast as possible" if t.cycles_per_s <= 0 else f"{t.cycles_per_s:g} cycles per second"
+        return f"accelerated time, {speed}" + (f", {t.max_cycles} cycles" if t.max_cycles else "")
+
+    def _loop(self) -> None:
+        last_ping = -math.inf
+        while not self._stop_flag:
+            self._wait(self.tick_s)
+            if self._stop_flag:
+                break
+            if self._reload_flag:
+                self._reload_flag = False
+                self._reload(requested=True)
+            else:
+                self._reload(requested=False)
+            interval = self.parts.watchdog_interval_s
+            due = interval is not None and time.monotonic() - last_ping >= min(interval, self.tick_s)
+            if due and self._healthy():
+                self.parts.notifier.watchdog()
+                last_ping = time.monotonic()
+            if self._pacer_done:
+                log.info("accelerated run finished after %d cycles", self.cycles)
+                break
+
+    def _wait(self, timeout_s: float) -> None:
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], timeout_s)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries select itself
+            return
+        if ready:
+            try:
+                while self._wake_r.recv(256):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def _healthy(self) -> bool:
+        """False while the cycle is stuck: withholding the watchdog ping lets systemd restart us."""
+        running = self.monitor.running_for_s("cycle")
+        stalled = running is not None and running > self.stall_after_s
+        if stalled and not self._stalled:
+            log.error("the control cycle has been running for %.0f s (limit %.0f s): withholding the systemd "
+                      "watchdog ping so that the daemon is restarted", running, self.stall_after_s)
+        self._stalled = stalled
+        return not stalled
+
+    def _reload(self, requested: bool) -> None:
+        p = self.parts
+        if requested:
+            p.notifier.reloading("reloading configuration")
+            p.holder.request_reload()
+        result = p.holder.poll()
+        if result is None:
+            return
+        p.metrics.observe_reload(result.reload_ok, p.wall_clock())
+        if result.reload_ok:
+            p.metrics.set_envelope(p.holder.config.envelope())
+        status = f"mode {p.holder.config.mode}: {result.message()}".replace("\n", " ")[:200]
+        if requested:
+            p.notifier.ready(status)
+        else:
+            log.info("config file changed on disk")
+            p.notifier.status(status)
+
+    def shutdown(self) -> None:
+        """Stop taking new work, let the running cycle finish, cancel training, stop the scheduler."""
+        self._stop_flag = True
+        self.parts.notifier.stopping("stopping: finishing the running cycle")
+        log.info("stopping: finishing the running cycle")
+        self._cancel_training.set()
+        self._pacer_stop.set()
+        if self._pacer is not None:
+            self._pacer.join()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+        log.info("stopped after %d cycles", self.cycles)
+
+    # -- accelerated time --------------------------------------------------------------
+    def _pace(self, trig: PacedTrigger) -> None:
+        period = 1.0 / trig.cycles_per_s if trig.cycles_per_s > 0 else 0.0
+        due = time.monotonic()
+        n = 0
+        try:
+            while not self._stop_flag and (trig.max_cycles is None or n < trig.max_cycles):
+                self._cycle_job()
+                n += 1
+                if trig.retrain_every_cycles and n % trig.retrain_every_cycles == 0:
+                    self.submit_training()
+                if trig.quality_every_cycles and n % trig.quality_every_cycles == 0:
+                    self._submit(self._quality_job, "quality")
+                if period > 0:
+                    due += period
+                    delay = due - time.monotonic()
+                    if delay < 0:  # behind: never burst to catch up (as APScheduler's coalesce)
+                        due = time.monotonic()
+                    elif self._pacer_stop.wait(delay):
+                        break
+        finally:
+            self._pacer_done = True
+            self._poke()
+
+    def _submit(self, func: Callable[[], None], job: str, executor: str = "default") -> None:
+        if self._scheduler is None or self._stop_flag:
+            return
+        self._scheduler.add_job(func, id=f"{job}:once", name=job, executor=executor, replace_existing=True)
+
+    def submit_training(self) -> None:
+        """Start a training run on the training executor (skipped if one is running)."""
+        self._submit(self._training_job, "training", TRAINING_EXECUTOR)
+
+    # -- the jobs ----------------------------------------------------------------------
+    def _cycle_job(self) -> None:
+        with self._cycle_lock:
+            if self._stop_flag and isinstance(self.trigger, WallClockTrigger):
+                return  # told to stop before this run began: do not start a new cycle
+            with self.monitor.track("cycle"):
+                report = self.run_one_cycle()
+        for callback in self.parts.on_cycle:
+            try:
+                callback(report)
+            except Exception:
+                log.exception("cycle callback failed")
+
+    def run_one_cycle(self) -> CycleReport:
+        """Hooks, read, decide, record, actuate, publish: one cycle. Never raises."""
+        p = self.parts
+        config = p.holder.config
+        started = time.perf_counter()
+        decision: Decision | None = None
+        error: str | None = None
+        self._model = None
+        try:
+            self._hooks("before_cycle")
+            try:
+                decision = run_cycle(config, self._source, self._resolve_model, p.actuator, p.recorder, p.clock,
+                                     dict(self.last_applied))
+            except Exception as exc:  # a bug, not plant trouble (run_cycle handles that): report, keep going
+                error = f"{type(exc).__name__}: {exc}"
+                log.exception("control cycle failed")
+            if decision is not None:
+                self.last_applied.update(decision.sent)
+        finally:
+            self._hooks("after_cycle", decision)
+        self.cycles += 1
+        savings = None
+        if decision is None:
+            self.cycle_errors += 1
+            p.metrics.decisions.labels(outcome="error").inc()
+        else:
+            self.last_decision = decision
+            try:
+                savings = self.publisher.publish(config, decision, self._model)
+            except Exception:  # metrics must never stop the control loop
+                log.exception("publishing the cycle's metrics failed")
+        return CycleReport(self.cycles, decision, time.perf_counter() - started, savings, error)
+
+    def _hooks(self, name: str, *args: Any) -> None:
+        for hook in self.parts.hooks:
+            try:
+                getattr(hook, name)(*args)
+            except DatabaseError as exc:
+                self.parts.metrics.db_error()
+                log.warning("%s.%s: %s", type(hook).__name__, name, exc)
+            except Exception:
+                log.exception("%s.%s failed", type(hook).__name__, name)
+
+    def _resolve_model(self) -> Forecaster | None:
+        src = self.parts.forecaster
+        model = src if src is None or isinstance(src, Forecaster) else src()
+        self._model = model
+        return model
+
+    def _quality_job(self) -> None:
+        p = self.parts
+        with self.monitor.track("quality"):
+            config = p.holder.config
+            now = p.clock()
+            end = pd.Timestamp(now).floor("5min").to_pydatetime() + ROW
+            roles = (*REQUIRED_MEASUREMENT_ROLES, *SETPOINT_ROLES)
+            try:
+                frame = p.source.read_wide(roles, end - config.quality.window_rows * ROW, end).frame
+            except DatabaseError as exc:
+                p.metrics.db_error()
+                log.warning("data-quality check cannot read history: %s", exc)
+                return
+            report = check_window(frame, roles, now, config.cycle.interval_s, config.quality)
+            counts = dict.fromkeys(QUALITY_CHECKS, 0)
+            for issue in report.issues:
+                counts[issue.check] = counts.get(issue.check, 0) + 1
+            for check in QUALITY_CHECKS:
+                self.job_metrics.quality_issues.labels(check=check).set(counts[check])
+            failing = ", ".join(sorted({f"{i.role} {i.check}" for i in report.issues}))
+            if failing != self._quality_summary:  # log changes, not every check
+                if failing:
+                    log.warning("data quality: %s", report.summary())
+                elif self._quality_summary:
+                    log.info("data quality: all checks pass again")
+                self._quality_summary = failing
+
+    def _training_job(self) -> None:
+        retrain = self.parts.retrain
+        if retrain is None:
+            return
+        if not self._train_lock.acquire(blocking=False):
+            self.monitor.skip("training", "a training run is still going")
+            return
+        try:
+            with self.monitor.track("training"):
+                outcome = retrain(self._cancel_training)
+            if outcome.error == "cancelled":
+                return
+            self.trainings.append(outcome)
+            self.parts.metrics.observe_training(outcome.ok, outcome.finished_ts_s, outcome.duration_s,
+                                                val_cooling_power_mae_kw=outcome.cooling_power_mae_kw,
+                                                val_rack_inlet_mae_c=outcome.rack_inlet_mae_c)
+            invalidate = getattr(self.parts.forecaster, "invalidate", None)
+            if invalidate is not None:
+                invalidate()
+        finally:
+            self._train_lock.release()
+
+    def status(self) -> Mapping[str, Any]:
+        """A snapshot for status lines and summaries."""
+        return {"cycles": self.cycles, "cycle_errors": self.cycle_errors, "trainings": len(self.trainings),
+                "overruns": dict(self.monitor.overruns), "skipped": dict(self.monitor.skipped),
+                "last_applied": dict(self.last_applied)}

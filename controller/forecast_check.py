@@ -1,0 +1,110 @@
+"""Checking forecasts against what happened, once their horizon has passed.
+
+Why: an autonomous controller is only as trustworthy as its forecasts, and the only
+honest test of a forecast is the plant's own later readings. Each cycle that used the
+model leaves its cooling-power forecast here; when the horizon has been observed, the
+forecast is compared with the actual mean cooling power over the same rows.
+
+The forecast made at grid row ``t`` predicts the mean cooling power over the rows
+``t + 5 min`` .. ``t + horizon`` (``forecasting.features``: rows t+1..t+H). Pure
+functions plus a bounded ledger; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+ROW = timedelta(minutes=5)
+COOLING = "cooling_power_kw"
+
+
+@dataclass(frozen=True)
+class PendingForecast:
+    """A cooling-power forecast waiting for its horizon [kW]."""
+
+    anchor: datetime  # the grid row the state ended at (UTC)
+    horizon_min: int  # forecast horizon [min]
+    mean_kw: float
+    lo_kw: float | None = None
+    hi_kw: float | None = None
+
+    @property
+    def matures_at(self) -> datetime:
+        """The last grid row of the horizon."""
+        return self.anchor + timedelta(minutes=self.horizon_min)
+
+
+@dataclass(frozen=True)
+class MaturedForecast:
+    """A forecast and the actual mean cooling power over its horizon [kW]."""
+
+    forecast: PendingForecast
+    actual_kw: float
+    rows_observed: int
+
+
+def anchor_row(ts: datetime) -> datetime:
+    """The grid row a cycle at ``ts`` decided from: ``ts`` floored to 5 minutes."""
+    floored: datetime = pd.Timestamp(ts).floor("5min").to_pydatetime()
+    return floored
+
+
+def actual_mean_kw(series: pd.Series, forecast: PendingForecast, min_share: float = 0.5) -> float | None:
+    """Mean of ``series`` over the forecast's horizon rows, or None with too few readings.
+
+    ``series``: cooling power [kW] on the 5-minute grid (UTC index, NaN = gap).
+    """
+    if series.empty:
+        return None
+    start = pd.Timestamp(forecast.anchor)
+    end = pd.Timestamp(forecast.matures_at)
+    part = series.loc[(series.index > start) & (series.index <= end)]
+    values = pd.to_numeric(part, errors="coerce").to_numpy(dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    rows = max(forecast.horizon_min // 5, 1)
+    if len(finite) < max(1, math.ceil(min_share * rows)):
+        return None
+    return float(finite.mean())
+
+
+class ForecastLedger:
+    """Forecasts waiting to mature, oldest first; bounded so a long outage cannot grow it."""
+
+    def __init__(self, max_pending: int = 2016) -> None:
+        self._pending: deque[PendingForecast] = deque(maxlen=max_pending)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, forecast: PendingForecast) -> None:
+        if not math.isfinite(forecast.mean_kw):
+            return
+        if self._pending and self._pending[-1].anchor == forecast.anchor:
+            self._pending[-1] = forecast  # one forecast per grid row: the latest decision wins
+        else:
+            self._pending.append(forecast)
+
+    def earliest_due(self) -> PendingForecast | None:
+        return self._pending[0] if self._pending else None
+
+    def mature(self, series: pd.Series, latest_row: datetime) -> list[MaturedForecast]:
+        """Forecasts whose horizon ends at or before ``latest_row``, compared with ``series``.
+
+        Matured forecasts leave the ledger whether or not enough readings exist
+        (a gap is not retried: later readings of a past row are rare and late).
+        """
+        out: list[MaturedForecast] = []
+        while self._pending and self._pending[0].matures_at <= latest_row:
+            forecast = self._pending.popleft()
+            actual = actual_mean_kw(series, forecast)
+            if actual is not None:
+                rows = int(((series.index > pd.Timestamp(forecast.anchor))
+                            & (series.index <= pd.Timestamp(forecast.matures_at))).sum())
+                out.append(MaturedForecast(forecast, actual, rows))
+        return out

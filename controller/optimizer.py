@@ -1,0 +1,159 @@
+"""The model-based search of one cycle: generate, score in batches, refine, select.
+
+Only this module talks to the ``Forecaster``; it validates every forecast (shape and
+finiteness) so that a broken model becomes a ``ModelError`` (and a fallback), never
+a setpoint. It never imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from controller.bounds import SetpointEnvelope
+from controller.candidates import (
+    FloatArray,
+    box_arrays,
+    initial_candidates,
+    neighbours,
+    refine_candidates,
+    to_mapping,
+)
+from controller.config import Config
+from controller.selection import Selection, select
+from db.roles import SETPOINT_ROLES
+from forecasting.protocol import Forecast, Forecaster
+
+_ARRAY_FIELDS = tuple(f.name for f in fields(Forecast) if f.name != "interval_level")
+
+
+class ModelError(Exception):
+    """The forecaster failed or returned something unusable."""
+
+
+def score(forecaster: Forecaster, state: pd.DataFrame, candidates: FloatArray) -> Forecast:
+    """One batched prediction, checked for shape; exceptions become ModelError."""
+    try:
+        forecast = forecaster.predict(state, candidates)
+    except Exception as exc:  # any failure inside a model is a reason to fall back, not to crash
+        raise ModelError(f"model {getattr(forecaster, 'version', '?')} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(forecast, Forecast):
+        raise ModelError(f"model returned {type(forecast).__name__}, not a Forecast")
+    for name in _ARRAY_FIELDS:
+        arr = np.asarray(getattr(forecast, name))
+        if arr.shape != (len(candidates),):
+            raise ModelError(f"forecast field {name} has shape {arr.shape}, expected ({len(candidates)},)")
+    return forecast
+
+
+def concat_forecasts(parts: list[Forecast]) -> Forecast:
+    """Stack forecasts of consecutive candidate batches."""
+    arrays = {name: np.concatenate([np.asarray(getattr(p, name), dtype=np.float64) for p in parts])
+              for name in _ARRAY_FIELDS}
+    return Forecast(**arrays, interval_level=parts[0].interval_level)
+
+
+def take(forecast: Forecast, index: int) -> dict[str, float]:
+    """One candidate's prediction as plain floats, keyed by Forecast field name."""
+    return {name: float(np.asarray(getattr(forecast, name))[index]) for name in _ARRAY_FIELDS}
+
+
+@dataclass(frozen=True)
+class OptimisationResult:
+    candidates: FloatArray  # (N, 3) [C]; row 0 is the hold vector
+    forecast: Forecast
+    selection: Selection
+
+
+def _edge_notes(chosen: FloatArray, box: Mapping[str, tuple[float, float]], envelope: SetpointEnvelope,
+                pins: Mapping[str, float]) -> tuple[str, ...]:
+    notes = []
+    for i, role in enumerate(SETPOINT_ROLES):
+        lo, hi = box[role]
+        b = envelope.bounds(role)
+        if role in pins:
+            notes.append(f"{role} pinned by the operator at {pins[role]} C")
+        elif lo == hi:
+            continue
+        elif chosen[i] >= hi - 1e-6:
+            notes.append(f"{role} at its {'upper bound' if hi >= b.max_c - 1e-9 else 'rate limit (up)'} {hi:.2f} C")
+        elif chosen[i] <= lo + 1e-6:
+            notes.append(f"{role} at its {'lower bound' if lo <= b.min_c + 1e-9 else 'rate limit (down)'} {lo:.2f} C")
+    return tuple(notes)
+
+
+def optimise(
+    forecaster: Forecaster,
+    state: pd.DataFrame,
+    hold: FloatArray,
+    box: Mapping[str, tuple[float, float]],
+    config: Config,
+    rng: np.random.Generator,
+) -> OptimisationResult:
+    """Search the box around ``hold`` (row 0) and select; raises ModelError on a bad model."""
+    opt = config.optimizer
+    lo, hi = box_arrays(box)
+    approach = config.coupling.min_coil_approach_k
+    pool = initial_candidates(hold, lo, hi, min_coil_approach_k=approach,
+                              grid_points_per_role=opt.grid_points_per_role,
+                              random_candidates=opt.random_candidates, rng=rng)
+    batches = [pool]
+    forecasts = [score(forecaster, state, pool)]
+    per_round = opt.refine_candidates // max(opt.refine_iterations, 1)
+    for _ in range(opt.refine_iterations):
+        cands = np.vstack(batches)
+        fc = concat_forecasts(forecasts)
+        sel = select(fc, 0, config.safety, config.thresholds, runner_ups=0)
+        n_elite = max(5, int(opt.elite_fraction * len(cands)))
+        if sel.sure.any():
+            sure_idx = np.flatnonzero(sel.sure)
+            elites = cands[sure_idx[np.argsort(fc.cooling_power_kw[sure_idx])][:n_elite]]
+        else:  # search toward safety: the coolest upper bounds
+            elites = cands[np.argsort(np.nan_to_num(sel.rack_inlet_upper_c, nan=np.inf))[:n_elite]]
+        extra = refine_candidates(elites, lo, hi, min_coil_approach_k=approach, n=per_round, rng=rng)
+        if len(extra) == 0:
+            break
+        batches.append(extra)
+        forecasts.append(score(forecaster, state, extra))
+    candidates = np.vstack(batches)
+    forecast = concat_forecasts(forecasts)
+    if not np.all(np.isfinite([forecast.cooling_power_kw[0], forecast.rack_inlet_max_c[0]])):
+        raise ModelError("model returned a non-finite prediction for holding the current setpoints")
+    selection = select(forecast, 0, config.safety, config.thresholds, runner_ups=opt.runner_ups)
+    if selection.index is not None and selection.outcome == "optimised":
+        notes = _edge_notes(candidates[selection.index], box, config.envelope(), config.pins())
+        selection = replace(selection, binding=selection.binding + notes)
+    return OptimisationResult(candidates=candidates, forecast=forecast, selection=selection)
+
+
+def what_if_rows(
+    forecaster: Forecaster, state: pd.DataFrame, center: FloatArray, hold: FloatArray, envelope: SetpointEnvelope,
+    *, moves: bool = True,
+) -> list[dict[str, Any]]:
+    """Predictions for ``center``, for ``hold``, then (``moves``) for ``center`` with each role moved by -/+ one step.
+
+    One step is the role's rate limit; moved values stay inside the bounds. Each row
+    holds "role" (None for center and hold), "step_k", "setpoints" and the prediction.
+    """
+    lo = np.array([envelope.bounds(r).min_c for r in SETPOINT_ROLES])
+    hi = np.array([envelope.bounds(r).max_c for r in SETPOINT_ROLES])
+    steps = np.array([envelope.bounds(r).max_step_k for r in SETPOINT_ROLES])
+    rows, labels = neighbours(center, steps, lo, hi)
+    if not moves:
+        rows, labels = rows[:0], []
+    batch = np.vstack([center[None, :], hold[None, :], rows])
+    fc = score(forecaster, state, batch)
+    out: list[dict[str, Any]] = []
+    for i, (role_index, step) in enumerate([(None, 0.0), (None, 0.0), *labels]):
+        out.append({
+            "role": None if role_index is None else SETPOINT_ROLES[role_index],
+            "step_k": step,
+            "setpoints": to_mapping(batch[i]),
+            **take(fc, i),
+            "interval_level": float(fc.interval_level),
+        })
+    return out

@@ -1,0 +1,132 @@
+"""Data-quality checks on the recent sensor window, before any model sees it.
+
+Why: a model fed a frozen, missing or spiking sensor gives confident nonsense. Each
+check is a pure function of the window; a failure names the role and the reason, and
+the cycle falls back to rules on any failure of a role it needs.
+
+Checks: freshness (latest reading no older than two cycles), completeness (share of
+missing rows), physical range (``db.roles``), stuck sensors (no change over many
+rows, for roles that are expected to vary) and spikes (a robust z-score on the
+latest rows, with an absolute floor so that quiet sensors do not trip it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from controller.config import QualitySettings
+from db.roles import ROLES
+
+ROW_S = 300  # spacing of historian rows [s]
+
+#: Units whose readings legitimately stay constant for hours (counts, shares, setpoints).
+_MAY_BE_CONSTANT_UNITS = frozenset({"count", "fraction"})
+
+
+@dataclass(frozen=True)
+class QualityIssue:
+    role: str
+    check: str  # freshness | completeness | range | stuck | spike | missing
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.check}: {self.detail}"
+
+
+def _may_be_constant(role: str) -> bool:
+    r = ROLES.get(role)
+    return r is None or r.kind == "setpoint" or r.unit in _MAY_BE_CONSTANT_UNITS
+
+
+def _spike_floor(role: str, median: float, settings: QualitySettings) -> float:
+    unit = ROLES[role].unit if role in ROLES else ""
+    if unit == "C":
+        return settings.spike_min_jump_k
+    return settings.spike_min_jump_frac * max(abs(median), 1e-9)
+
+
+def check_role(
+    role: str, series: pd.Series, now: datetime, interval_s: float, settings: QualitySettings
+) -> list[QualityIssue]:
+    """All quality issues of one role's window (UTC DatetimeIndex, NaN for missing)."""
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+    issues: list[QualityIssue] = []
+    finite = np.isfinite(values)
+    if not finite.any():
+        return [QualityIssue(role, "missing", f"no finite reading in the last {len(values)} rows")]
+    last_ts = pd.Timestamp(series.index[np.flatnonzero(finite)[-1]]).to_pydatetime()
+    age_s = (now - last_ts).total_seconds()
+    if age_s > 2 * interval_s:
+        issues.append(QualityIssue(role, "freshness", f"latest reading {last_ts.isoformat()} is {age_s / 60:.0f} min old"))
+    missing = 1.0 - finite.mean()
+    if missing > settings.max_missing_fraction:
+        issues.append(
+            QualityIssue(role, "completeness", f"{missing:.0%} of {len(values)} rows missing "
+                         f"(limit {settings.max_missing_fraction:.0%})")
+        )
+    if role in ROLES:
+        r = ROLES[role]
+        bad = finite & ((values < r.physical_min) | (values > r.physical_max))
+        bad |= np.isinf(values)
+        if bad.any():
+            worst = values[bad][np.argmax(np.abs(values[bad]))]
+            issues.append(QualityIssue(role, "range", f"{int(bad.sum())} reading(s) outside "
+                                       f"[{r.physical_min}, {r.physical_max}] {r.unit}, e.g. {worst}"))
+    ok = values[finite]
+    if not _may_be_constant(role) and len(ok) >= settings.stuck_rows:
+        tail = ok[-settings.stuck_rows:]
+        if float(np.ptp(tail)) == 0.0:
+            issues.append(QualityIssue(role, "stuck", f"unchanged at {tail[-1]} for the last {settings.stuck_rows} readings"))
+    if not _may_be_constant(role) and len(ok) > settings.spike_rows + 2:
+        median = float(np.median(ok))
+        mad = float(np.median(np.abs(ok - median))) * 1.4826
+        floor = _spike_floor(role, median, settings)
+        latest = ok[-settings.spike_rows:]
+        dev = np.abs(latest - median)
+        spikes = (dev > floor) & (dev > settings.spike_robust_z * mad)
+        if spikes.any():
+            issues.append(QualityIssue(role, "spike", f"reading {latest[spikes][-1]} departs {dev[spikes].max():.2f} "
+                                       f"from the window median {median:.2f}"))
+    return issues
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    issues: tuple[QualityIssue, ...]
+    latest: dict[str, float]  # latest finite reading per role (NaN when none)
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    def summary(self) -> str:
+        return "; ".join(str(i) for i in self.issues)
+
+
+def check_window(
+    frame: pd.DataFrame, roles: Iterable[str], now: datetime, interval_s: float, settings: QualitySettings
+) -> QualityReport:
+    """Check the last ``window_rows`` rows of every role the cycle needs; absent columns are issues.
+
+    ``interval_s``: the control-cycle interval [s]; data older than two cycles is stale.
+    """
+    issues: list[QualityIssue] = []
+    latest: dict[str, float] = {}
+    start = now - timedelta(seconds=settings.window_rows * ROW_S)
+    recent = frame.loc[frame.index > pd.Timestamp(start)] if len(frame) else frame
+    for role in roles:
+        if role not in recent.columns:
+            issues.append(QualityIssue(role, "missing", "role absent from the historian window"))
+            latest[role] = float("nan")
+            continue
+        col = recent[role]
+        issues.extend(check_role(role, col, now, interval_s, settings))
+        values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        latest[role] = float(finite[-1]) if len(finite) else float("nan")
+    return QualityReport(issues=tuple(issues), latest=latest)

@@ -1,0 +1,138 @@
+"""Choosing among scored candidates: keep only sure, safe, worthwhile ones; take the cheapest.
+
+Why these filters: the model's mean alone would happily trade a hot aisle for a few
+kW. A candidate is *sure* when its rack-inlet prediction plus k standard deviations
+stays below the limit, both uncertainties are small and the state is not out of the
+training distribution. It is *worthwhile* when it saves at least a minimum over
+holding the current setpoints. The result also says which constraint stopped the
+optimiser from going further (for ``coolpilot explain``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from controller.config import SafetySettings, ThresholdSettings
+from forecasting.protocol import Forecast
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+#: Rejection reasons in the order they are reported.
+REASONS: tuple[str, ...] = ("non_finite", "rack_inlet", "inlet_uncertainty", "power_uncertainty", "ood", "saving")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which candidate (index) wins, or None, and why."""
+
+    index: int | None
+    outcome: str  # optimised | hold | none
+    reason: str
+    rejected: dict[str, int]  # candidates removed per reason (first failing reason)
+    binding: tuple[str, ...]  # what stopped the optimiser going cheaper
+    runner_ups: tuple[int, ...]  # next-cheapest sure and worthwhile candidates
+    sure: BoolArray
+    rack_inlet_upper_c: FloatArray  # prediction + k sigma [C]
+    hold_failures: tuple[str, ...] = ()  # REASONS that holding the current setpoints fails
+
+
+def _describe(reason: str, safety: SafetySettings, thresholds: ThresholdSettings) -> str:
+    return {
+        "non_finite": "the model returned a non-finite prediction",
+        "rack_inlet": f"predicted rack inlet + {safety.k_sigma} sigma reaches the {safety.rack_inlet_limit_c} C limit",
+        "inlet_uncertainty": f"rack-inlet std above {thresholds.max_rack_inlet_std_k} K",
+        "power_uncertainty": f"cooling-power std above {thresholds.max_cooling_power_std_frac:.0%} of the prediction",
+        "ood": f"out-of-distribution score above {thresholds.max_ood_score}",
+        "saving": f"saves less than {thresholds.min_saving_pct}% and {thresholds.min_saving_kw} kW over holding",
+    }[reason]
+
+
+def failure_masks(
+    forecast: Forecast, hold_index: int, safety: SafetySettings, thresholds: ThresholdSettings
+) -> dict[str, BoolArray]:
+    """Per reason, the candidates that fail it (a candidate may fail several)."""
+    power = forecast.cooling_power_kw
+    finite = np.ones(len(power), dtype=bool)
+    for arr in (power, forecast.cooling_power_std_kw, forecast.rack_inlet_max_c, forecast.rack_inlet_std_c,
+                forecast.ood_score):
+        finite &= np.isfinite(arr)
+    with np.errstate(invalid="ignore"):
+        upper = forecast.rack_inlet_max_c + safety.k_sigma * forecast.rack_inlet_std_c
+        hold_power = float(power[hold_index])
+        saving = hold_power - power
+        need = max(thresholds.min_saving_kw, thresholds.min_saving_pct / 100.0 * abs(hold_power))
+        return {
+            "non_finite": ~finite,
+            "rack_inlet": finite & ~(upper < safety.rack_inlet_limit_c),
+            "inlet_uncertainty": finite & ~(forecast.rack_inlet_std_c <= thresholds.max_rack_inlet_std_k),
+            "power_uncertainty": finite & ~(
+                forecast.cooling_power_std_kw <= thresholds.max_cooling_power_std_frac * np.abs(power)
+            ),
+            "ood": finite & ~(forecast.ood_score <= thresholds.max_ood_score),
+            "saving": finite & ~(saving >= need) if np.isfinite(hold_power) else np.ones(len(power), dtype=bool),
+        }
+
+
+def select(
+    forecast: Forecast,
+    hold_index: int,
+    safety: SafetySettings,
+    thresholds: ThresholdSettings,
+    *,
+    edge_notes: tuple[str, ...] = (),
+    runner_ups: int = 5,
+) -> Selection:
+    """Pick the cheapest sure and worthwhile candidate; else hold if holding is sure; else none.
+
+    ``edge_notes``: bound or rate-limit notes for the chosen vector, computed by the
+    caller (which knows the box), appended to ``binding``.
+    """
+    masks = failure_masks(forecast, hold_index, safety, thresholds)
+    unsure = np.zeros(len(forecast.cooling_power_kw), dtype=bool)
+    for reason in REASONS[:-1]:
+        unsure |= masks[reason]
+    sure = ~unsure
+    good = sure & ~masks["saving"]
+    first_fail = np.full(len(sure), "", dtype=object)
+    for reason in reversed(REASONS):
+        first_fail[masks[reason]] = reason
+    rejected = {r: int((first_fail == r).sum()) for r in REASONS if (first_fail == r).any()}
+    with np.errstate(invalid="ignore", over="ignore"):
+        upper = forecast.rack_inlet_max_c + safety.k_sigma * forecast.rack_inlet_std_c
+    power = np.where(np.isfinite(forecast.cooling_power_kw), forecast.cooling_power_kw, np.inf)
+    if good.any():
+        order = np.flatnonzero(good)[np.argsort(power[good], kind="stable")]
+        best = int(order[0])
+        cheaper = (power < power[best]) & ~good
+        counts = {r: int((first_fail[cheaper] == r).sum()) for r in REASONS}
+        binding = [
+            f"{_describe(r, safety, thresholds)} ({n} of {int(cheaper.sum())} cheaper candidates)"
+            for r, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n
+        ]
+        return Selection(
+            index=best, outcome="optimised",
+            reason=f"lowest predicted cooling power of {int(good.sum())} sure candidates that save energy",
+            rejected=rejected, binding=tuple(binding) + edge_notes,
+            runner_ups=tuple(int(i) for i in order[1:1 + runner_ups]), sure=sure, rack_inlet_upper_c=upper,
+        )
+    if sure[hold_index]:
+        return Selection(
+            index=hold_index, outcome="hold",
+            reason=(f"holding: no sure candidate saves at least {thresholds.min_saving_pct}% "
+                    f"and {thresholds.min_saving_kw} kW"),
+            rejected=rejected, binding=(_describe("saving", safety, thresholds),), runner_ups=(),
+            sure=sure, rack_inlet_upper_c=upper,
+        )
+    hold_fail = [r for r in REASONS[:-1] if masks[r][hold_index]]
+    parts = ", ".join(f"{n} {_describe(r, safety, thresholds)}" for r, n in rejected.items())
+    return Selection(
+        index=None, outcome="none",
+        reason=f"no sure candidate (holding fails: {', '.join(_describe(r, safety, thresholds) for r in hold_fail)}; "
+               f"rejected: {parts})",
+        rejected=rejected, binding=tuple(_describe(r, safety, thresholds) for r in hold_fail), runner_ups=(),
+        sure=sure, rack_inlet_upper_c=upper, hold_failures=tuple(hold_fail),
+    )

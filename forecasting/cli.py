@@ -1,0 +1,214 @@
+"""`coolpilot train` and `coolpilot models list|show|promote|rollback`.
+
+Training reads the last N days of a site's history, trains the ensemble and its
+baselines on the same time-ordered split, stores the artifact, and makes it champion
+only if it beats the current champion on the same recent window (unless pinned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+import pandas as pd
+import sqlalchemy as sa
+
+from controller.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
+from db.engine import DatabaseError, make_engine, resolve_url
+from db.migrate import require_schema
+from db.query import floor_to_grid, latest_timestamp, read_wide
+from forecasting.artifact import ArtifactError
+from forecasting.device import DEVICE_CHOICES
+from forecasting.features import TARGETS, WETBULB, FeatureError, FeatureSpec, uses_wetbulb_sensor
+from forecasting.registry import (
+    ModelEntry,
+    RegistryError,
+    get_entry,
+    list_entries,
+    promote,
+    register_trained,
+    rollback,
+)
+from forecasting.train import EpochReport, TrainConfig, fit_forecaster
+
+MODELS_DIR_ENV = "COOLPILOT_MODELS_DIR"
+DEFAULT_MODELS_DIR = "coolpilot-data/models"
+EXPECTED_ERRORS = (DatabaseError, FeatureError, ArtifactError, RegistryError, ValueError)
+
+
+def register(subparsers: Any) -> None:
+    train = subparsers.add_parser("train", help="train the forecasting ensemble on recent history")
+    add_db_arg(train)
+    train.add_argument("--site", default="default", help="site name (default: default)")
+    train.add_argument("--days", type=int, default=365, metavar="N", help="days of history to learn from (default 365)")
+    train.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA when present")
+    _models_dir_arg(train)
+    train.add_argument("--seed", type=int, default=0, help="random seed (runs repeat exactly on the CPU)")
+    train.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs, metavar="N")
+    add_json_arg(train)
+    train.set_defaults(func=_guarded(cmd_train))
+
+    models = subparsers.add_parser("models", help="list, inspect, promote or roll back trained models")
+    sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    for name, helptext in (("list", "list stored models"), ("show", "show one model (default: champion)"),
+                           ("promote", "make a model the champion"), ("rollback", "restore the previous champion")):
+        p = sub.add_parser(name, help=helptext)
+        add_db_arg(p)
+        p.add_argument("--site", default="default", help="site name (default: default)")
+        add_json_arg(p)
+        if name in ("show", "promote"):
+            p.add_argument("version", nargs="?" if name == "show" else None, help="model version")
+        if name == "promote":
+            pin = p.add_mutually_exclusive_group()
+            pin.add_argument("--pin", action="store_true", help="keep it champion: training will not replace it")
+            pin.add_argument("--unpin", action="store_true", help="let a better newly trained model replace it")
+    sub.choices["list"].set_defaults(func=_guarded(cmd_list))
+    sub.choices["show"].set_defaults(func=_guarded(cmd_show))
+    sub.choices["promote"].set_defaults(func=_guarded(cmd_promote))
+    sub.choices["rollback"].set_defaults(func=_guarded(cmd_rollback))
+
+
+def _models_dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models-dir", metavar="DIR", default=None,
+                        help=f"where artifacts are written (default: ${MODELS_DIR_ENV}, else ./{DEFAULT_MODELS_DIR})")
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Expected failures (bad data, database, artifact) become one clear line and exit 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except EXPECTED_ERRORS as exc:
+            raise CliError(str(exc)) from exc
+
+    return run
+
+
+def _engine(args: argparse.Namespace) -> sa.Engine:
+    engine = make_engine(resolve_url(args.db))
+    require_schema(engine)
+    return engine
+
+
+def progress_bar(stream: TextIO) -> Callable[[EpochReport], None]:
+    """An in-place one-line progress bar for a terminal."""
+
+    def show(r: EpochReport) -> None:
+        width = 24
+        done = int(width * r.epoch / r.max_epochs)
+        stream.write(f"\rtraining [{'#' * done}{'.' * (width - done)}] epoch {r.epoch}/{r.max_epochs} "
+                     f"train NLL {r.train_loss:+.3f} val NLL {r.val_loss:+.3f} best {r.best_val_loss:+.3f} "
+                     f"{r.elapsed_s:5.1f} s")
+        stream.flush()
+
+    return show
+
+
+def load_history(engine: sa.Engine, site: str, days: int, spec: FeatureSpec) -> pd.DataFrame:
+    """The last ``days`` of a site's history on the 5-minute grid; roles with no data are refused."""
+    if days < 1:
+        raise ValueError(f"--days must be at least 1, got {days}")
+    latest = latest_timestamp(engine, site)
+    if latest is None:
+        raise ValueError(f"site {site!r} has no history: ingest sensor data first (coolpilot db ingest)")
+    end = floor_to_grid(latest) + timedelta(minutes=5)
+    start = end - timedelta(days=days)
+    roles = list(dict.fromkeys([*spec.required_roles(), WETBULB]))
+    frame = read_wide(engine, roles, start, end, site=site).frame
+    has_data = frame.notna().any(axis=1)
+    if has_data.any():  # the window starts at the site's first reading, not before it
+        frame = frame.loc[has_data.idxmax():]
+    if frame[WETBULB].isna().all():
+        frame = frame.drop(columns=[WETBULB])  # derived from dry-bulb and RH instead
+    empty = [str(c) for c in frame.columns if frame[c].isna().all() and c != WETBULB]
+    if empty:
+        raise FeatureError(
+            f"site {site!r} has no readings for role(s) {', '.join(empty)} between {start.isoformat()} and "
+            f"{end.isoformat()}; map a tag to each (the forecaster needs {', '.join(spec.required_roles())})"
+        )
+    return frame
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    lines = [f"{'model':<24} {'cool MAE kW':>11} {'cool MAPE %':>11} {'rack MAE C':>10} {'cover90 cool/rack':>18} "
+             f"{'train s':>8}  device"]
+    for name, m in metrics.items():
+        cov = "-"
+        if "coverage" in m[TARGETS[0]]:
+            cov = f"{m[TARGETS[0]]['coverage']:.3f}/{m[TARGETS[1]]['coverage']:.3f}"
+        lines.append(f"{name:<24} {m[TARGETS[0]]['mae']:>11.2f} {m[TARGETS[0]]['mape_pct']:>11.2f} "
+                     f"{m[TARGETS[1]]['mae']:>10.3f} {cov:>18} {m['train_seconds']:>8.1f}  {m['device']}")
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    frame = load_history(engine, args.site, args.days, FeatureSpec(derive_wetbulb=False))
+    spec = FeatureSpec(derive_wetbulb=not uses_wetbulb_sensor(frame))
+    config = TrainConfig(seed=args.seed, max_epochs=args.max_epochs)
+    quiet = args.json or not sys.stderr.isatty()
+    if not args.json:
+        progress(f"training on {len(frame)} rows of site {args.site!r} ({frame.index[0]} .. {frame.index[-1]})")
+    bar = None if quiet else progress_bar(sys.stderr)
+    result = fit_forecaster(frame, spec=spec, config=config, device=args.device, on_epoch=bar)
+    if bar is not None:
+        sys.stderr.write("\n")
+    models_dir = Path(args.models_dir or os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR)
+    decision = register_trained(engine, result, frame, models_dir, site=args.site)
+    r = result.report
+    payload = {**r, "decision": decision.as_dict(), "artifact": str(decision.artifact_path)}
+    g = r["gaps"]
+    human = "\n".join([
+        f"model {r['version']}: {r['samples']['train']} training samples, test window "
+        f"{r['window']['test'][0]} .. {r['window']['test'][1]} ({r['samples']['test']} samples)",
+        f"gaps: {g['rows'] - g['samples']} of {g['rows']} rows unusable ({g['missing_grid_rows']} absent, "
+        f"{g['dropped_state']} state gaps, {g['dropped_horizon']} horizon gaps); none were filled",
+        f"epochs {r['epochs_run']} (best {r['best_epoch']}) on {r['device']} in {r['train_seconds']:.1f} s",
+        _metrics_table(r["metrics"]),
+        f"{decision.reason}",
+        f"artifact: {decision.artifact_path}",
+    ])
+    emit(args, payload, human)
+    return 0
+
+
+def _entry_line(e: ModelEntry) -> str:
+    pin = " pinned" if e.pinned else ""
+    score = e.metrics.get("ensemble", {}).get("score")
+    score_s = f"{score:.3f}" if isinstance(score, float) else "-"
+    return f"{e.version:<28} {e.status:<10}{pin:<7} score {score_s:>7}  created {e.created_at:%Y-%m-%d %H:%M} UTC"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    entries = list_entries(_engine(args), site=args.site)
+    human = "\n".join(_entry_line(e) for e in entries) if entries else f"no models for site {args.site!r}"
+    emit(args, {"models": [e.as_dict() for e in entries]}, human)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    e = get_entry(_engine(args), args.version, site=args.site)
+    human = "\n".join([_entry_line(e), f"artifact {e.artifact_path} sha256 {e.sha256}",
+                       _metrics_table(e.metrics) if e.metrics else "no metrics"])
+    emit(args, e.as_dict(), human)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    pin = True if args.pin else (False if args.unpin else None)
+    e = promote(_engine(args), args.version, pin=pin, site=args.site)
+    emit(args, e.as_dict(), f"champion is now {e.version}{' (pinned)' if e.pinned else ''}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    old, new = rollback(_engine(args), site=args.site)
+    emit(args, {"rejected": old.as_dict(), "champion": new.as_dict()},
+         f"rolled back: {old.version} rejected, champion is now {new.version}")
+    return 0

@@ -1,0 +1,214 @@
+"""The trained forecaster: ensemble + scaling + conformal factors + OOD scorer.
+
+`EnsembleForecaster` implements `forecasting.protocol.Forecaster`. It converts to and
+from plain parts (a dict of numpy arrays for safetensors and a JSON-able sidecar), so
+that the registry can store it without pickle. Inference runs on the CPU in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import torch
+
+from db.roles import SETPOINT_ROLES
+from forecasting.calibration import interval
+from forecasting.ensemble import BatchedEnsemble, EnsembleConfig, flush_denormals, mixture
+from forecasting.features import (
+    TARGETS,
+    FeatureSpec,
+    Scaler,
+    candidate_block,
+    current_setpoints,
+    state_vector,
+)
+from forecasting.ood import KnnOod
+from forecasting.protocol import Forecast
+
+FloatArray = npt.NDArray[np.float64]
+
+FORMAT = "coolpilot-ensemble/1"
+CHUNK_ROWS = 16_384
+
+
+@dataclass(frozen=True)
+class RowPrediction:
+    """Predictions for full feature rows, physical units, columns in TARGETS order."""
+
+    mean: FloatArray  # (n, 2) [kW, C]
+    std: FloatArray  # (n, 2) [kW, K]
+    lo: FloatArray  # (n, 2)
+    hi: FloatArray  # (n, 2)
+    ood_score: FloatArray  # (n,) [-]
+
+
+class EnsembleForecaster:
+    """A deep-ensemble forecaster of (mean cooling power, max rack inlet) over the horizon."""
+
+    def __init__(self, *, version: str, spec: FeatureSpec, module: BatchedEnsemble, x_scaler: Scaler,
+                 y_scaler: Scaler, conformal_factors: tuple[float, float], interval_level: float,
+                 ood: KnnOod, meta: Mapping[str, Any]) -> None:
+        self._version = version
+        self.spec = spec
+        self.module = module.to("cpu").float().eval()
+        self.x_scaler = x_scaler
+        self.y_scaler = y_scaler
+        self.conformal_factors = conformal_factors
+        self.interval_level = interval_level
+        self.ood = ood
+        self.meta = dict(meta)
+        self.n_state = len(spec.state_names())
+
+    # --- Forecaster protocol -------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def horizon_min(self) -> int:
+        return self.spec.horizon_min
+
+    def required_roles(self) -> tuple[str, ...]:
+        return self.spec.required_roles()
+
+    def history_needed(self) -> int:
+        return self.spec.history_needed()
+
+    def predict(self, state: pd.DataFrame, candidates: FloatArray) -> Forecast:
+        """Score N candidate setpoint vectors (N, 3) [C] against the latest state."""
+        cand = np.asarray(candidates, dtype=np.float64)
+        if cand.ndim != 2 or cand.shape[1] != len(SETPOINT_ROLES):
+            raise ValueError(f"candidates must be (N, {len(SETPOINT_ROLES)}) in {SETPOINT_ROLES} order, got {cand.shape}")
+        if not np.isfinite(cand).all():
+            raise ValueError("candidates hold NaN or infinite setpoints")
+        x_state = state_vector(state, self.spec)
+        z_state = (x_state - self.x_scaler.mean[: self.n_state]) / self.x_scaler.std[: self.n_state]
+        x_cand = candidate_block(current_setpoints(state), cand)
+        z_cand = (x_cand - self.x_scaler.mean[self.n_state:]) / self.x_scaler.std[self.n_state:]
+        with torch.inference_mode(), flush_denormals():
+            raw = self.module.forward_broadcast(torch.from_numpy(z_state).float(), torch.from_numpy(z_cand).float())
+            mean_z, var_z = mixture(*self.module.split(raw))
+        mean, std = self._to_physical(mean_z.double().numpy(), var_z.double().numpy())
+        lo, hi = self._intervals(mean, std)
+        ood = self.ood.score_broadcast(z_state, z_cand)
+        return Forecast(
+            cooling_power_kw=mean[:, 0], cooling_power_std_kw=std[:, 0],
+            cooling_power_lo_kw=lo[:, 0], cooling_power_hi_kw=hi[:, 0],
+            rack_inlet_max_c=mean[:, 1], rack_inlet_std_c=std[:, 1],
+            rack_inlet_lo_c=lo[:, 1], rack_inlet_hi_c=hi[:, 1],
+            ood_score=ood, interval_level=self.interval_level,
+        )
+
+    # --- batch scoring of full feature rows (evaluation, champion/challenger) -------
+    def predict_rows(self, x: FloatArray, with_ood: bool = True) -> RowPrediction:
+        """Predict for full feature rows x (n, d) in the order of ``spec.feature_names()``."""
+        z = self.x_scaler.transform(np.asarray(x, dtype=np.float64))
+        means, variances = [], []
+        with torch.inference_mode(), flush_denormals():
+            for start in range(0, len(z), CHUNK_ROWS):
+                chunk = torch.from_numpy(z[start: start + CHUNK_ROWS]).float()
+                m, v = mixture(*self.module.split(self.module(chunk)))
+                means.append(m.double().numpy())
+                variances.append(v.double().numpy())
+        k = len(TARGETS)
+        mean_z = np.concatenate(means) if means else np.empty((0, k))
+        var_z = np.concatenate(variances) if variances else np.empty((0, k))
+        mean, std = self._to_physical(mean_z, var_z)
+        lo, hi = self._intervals(mean, std)
+        ood = self.ood.score(z) if with_ood and len(z) else np.zeros(len(z))
+        return RowPrediction(mean=mean, std=std, lo=lo, hi=hi, ood_score=ood)
+
+    def _to_physical(self, mean_z: FloatArray, var_z: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return self.y_scaler.inverse(mean_z), np.sqrt(var_z) * self.y_scaler.std
+
+    def _intervals(self, mean: FloatArray, std: FloatArray) -> tuple[FloatArray, FloatArray]:
+        lo = np.empty_like(mean)
+        hi = np.empty_like(mean)
+        for j, f in enumerate(self.conformal_factors):
+            lo[:, j], hi[:, j] = interval(mean[:, j], std[:, j], f)
+        return lo, hi
+
+    # --- plain parts for the registry ------------------------------------------------
+    def tensors(self) -> dict[str, npt.NDArray[np.float32]]:
+        out: dict[str, npt.NDArray[np.float32]] = {}
+        for i, (w, b) in enumerate(zip(self.module.weights, self.module.biases, strict=True)):
+            out[f"layer{i}.weight"] = w.detach().cpu().numpy().astype(np.float32)
+            out[f"layer{i}.bias"] = b.detach().cpu().numpy().astype(np.float32)
+        out["ood.reference"] = self.ood.reference.astype(np.float32)
+        return out
+
+    def sidecar(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": self._version,
+            "targets": list(TARGETS),
+            "horizon_min": self.horizon_min,
+            "feature_spec": self.spec.to_json(),
+            "feature_names": self.spec.feature_names(),
+            "n_state_features": self.n_state,
+            "ensemble": self.module.config.to_json(),
+            "x_scaler": self.x_scaler.to_json(),
+            "y_scaler": self.y_scaler.to_json(),
+            "conformal": {"level": self.interval_level, "factors": list(self.conformal_factors)},
+            "ood": {"k": self.ood.k, "scale": self.ood.scale, "columns": [int(c) for c in self.ood.columns],
+                    "n_state": self.ood.n_state},
+            **self.meta,
+        }
+
+    @classmethod
+    def from_parts(cls, tensors: Mapping[str, npt.NDArray[Any]], sidecar: Mapping[str, Any]) -> EnsembleForecaster:
+        """Rebuild from stored parts; raises ValueError saying what does not match."""
+        if sidecar.get("format") != FORMAT:
+            raise ValueError(f"unsupported model format {sidecar.get('format')!r}, expected {FORMAT!r}")
+        try:
+            spec = FeatureSpec.from_json(sidecar["feature_spec"])
+            config = EnsembleConfig.from_json(sidecar["ensemble"])
+            x_scaler = Scaler.from_json(sidecar["x_scaler"])
+            y_scaler = Scaler.from_json(sidecar["y_scaler"])
+            conf = sidecar["conformal"]
+            ood_meta = sidecar["ood"]
+            version = str(sidecar["version"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"sidecar lacks or garbles field {exc}") from None
+        names = spec.feature_names()
+        if list(sidecar.get("feature_names", [])) != names:
+            raise ValueError("sidecar feature_names do not match its feature_spec")
+        if config.n_inputs != len(names) or x_scaler.mean.shape != (len(names),):
+            raise ValueError(f"model expects {config.n_inputs} inputs, scaler has {x_scaler.mean.size}, "
+                             f"feature spec gives {len(names)}")
+        if y_scaler.mean.shape != (len(TARGETS),) or config.n_outputs != len(TARGETS):
+            raise ValueError(f"model must predict {len(TARGETS)} targets {TARGETS}")
+        module = BatchedEnsemble(config)
+        state: dict[str, torch.Tensor] = {}
+        for i in range(len(module.weights)):
+            for kind, store in (("weight", "weights"), ("bias", "biases")):
+                key = f"layer{i}.{kind}"
+                if key not in tensors:
+                    raise ValueError(f"weights lack tensor {key!r}")
+                expected = tuple(getattr(module, store)[i].shape)
+                if tuple(tensors[key].shape) != expected:
+                    raise ValueError(f"tensor {key!r} has shape {tuple(tensors[key].shape)}, expected {expected}")
+                state[f"{store}.{i}"] = torch.from_numpy(np.asarray(tensors[key], dtype=np.float32))
+        module.load_state_dict(state)
+        if "ood.reference" not in tensors:
+            raise ValueError("weights lack tensor 'ood.reference'")
+        columns = np.asarray(ood_meta["columns"], dtype=np.int64)
+        reference = np.asarray(tensors["ood.reference"], dtype=np.float64)
+        if reference.ndim != 2 or reference.shape[1] != len(columns):
+            raise ValueError(f"ood.reference has shape {reference.shape}, expected (*, {len(columns)})")
+        ood = KnnOod(reference=reference, columns=columns, n_state=int(ood_meta["n_state"]),
+                     k=int(ood_meta["k"]), scale=float(ood_meta["scale"]))
+        factors = tuple(float(f) for f in conf["factors"])
+        if len(factors) != len(TARGETS):
+            raise ValueError("conformal factors must be one per target")
+        reserved = {"format", "version", "targets", "horizon_min", "feature_spec", "feature_names",
+                    "n_state_features", "ensemble", "x_scaler", "y_scaler", "conformal", "ood"}
+        meta = {k: v for k, v in sidecar.items() if k not in reserved}
+        return cls(version=version, spec=spec, module=module, x_scaler=x_scaler, y_scaler=y_scaler,
+                   conformal_factors=(factors[0], factors[1]), interval_level=float(conf["level"]),
+                   ood=ood, meta=meta)

@@ -1,0 +1,200 @@
+"""Model registry: artifacts on disk, records in the ``models`` table, champion and challenger.
+
+A newly trained model (the challenger) becomes champion only if its score beats the
+champion's on the same recent window of history (the challenger's test window), and
+never while the champion is pinned. Losing challengers are stored as ``rejected``; a
+replaced champion becomes ``retired``. Rollback rejects the champion and restores the
+most recently created retired model. Loading always checks the weights' sha256
+against the database record, so a changed file is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from db import records
+from forecasting.artifact import ArtifactError, load_artifact, save_artifact
+from forecasting.evaluate import evaluate_on_window
+from forecasting.model import EnsembleForecaster
+from forecasting.train import TrainResult
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be met (unknown version, nothing to roll back to)."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of the models table, with its JSON columns parsed."""
+
+    version: str
+    status: str
+    pinned: bool
+    created_at: datetime
+    artifact_path: str
+    sha256: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Outcome of champion versus challenger for one newly trained model."""
+
+    version: str
+    promoted: bool
+    reason: str
+    challenger_score: float
+    champion_version: str | None = None
+    champion_score: float | None = None
+    artifact_path: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["artifact_path"] = None if self.artifact_path is None else str(self.artifact_path)
+        return d
+
+
+def decide(challenger_score: float, champion_score: float | None, champion_pinned: bool,
+           champion_version: str | None) -> tuple[bool, str]:
+    """Pure rule: promote when there is no usable champion, or the challenger scores lower."""
+    if champion_version is None:
+        return True, "no champion yet: the new model becomes champion"
+    if champion_pinned:
+        return False, f"champion {champion_version} is pinned: the new model stays a candidate"
+    if champion_score is None:
+        return True, f"champion {champion_version} could not be scored: the new model replaces it"
+    if challenger_score < champion_score:
+        return True, (f"new model scores {challenger_score:.3f} < champion {champion_version} "
+                      f"{champion_score:.3f} on the same window: promoted")
+    return False, (f"new model scores {challenger_score:.3f} >= champion {champion_version} "
+                   f"{champion_score:.3f} on the same window: rejected")
+
+
+def _field(rec: Any, name: str) -> Any:
+    return rec[name] if isinstance(rec, Mapping) else getattr(rec, name)
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    parsed = json.loads(value or "{}")
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _entry(rec: Any) -> ModelEntry:
+    metrics = _field(rec, "metrics") if _has(rec, "metrics") else _json(_field(rec, "metrics_json"))
+    meta = _field(rec, "meta") if _has(rec, "meta") else _json(_field(rec, "meta_json"))
+    return ModelEntry(version=str(_field(rec, "version")), status=str(_field(rec, "status")),
+                      pinned=bool(_field(rec, "pinned")), created_at=_field(rec, "created_at"),
+                      artifact_path=str(_field(rec, "artifact_path")), sha256=str(_field(rec, "sha256")),
+                      metrics=dict(metrics), meta=dict(meta))
+
+
+def _has(rec: Any, name: str) -> bool:
+    return name in rec if isinstance(rec, Mapping) else hasattr(rec, name)
+
+
+def champion_entry(engine: sa.Engine, site: str = "default") -> ModelEntry | None:
+    rec = records.current_champion(engine, site=site)
+    return None if rec is None else _entry(rec)
+
+
+def list_entries(engine: sa.Engine, site: str = "default") -> list[ModelEntry]:
+    return [_entry(r) for r in records.list_models(engine, site=site)]
+
+
+def get_entry(engine: sa.Engine, version: str | None, site: str = "default") -> ModelEntry:
+    """A model by version; None means the champion."""
+    if version is None:
+        champ = champion_entry(engine, site)
+        if champ is None:
+            raise RegistryError(f"site {site!r} has no champion model: run `coolpilot train`")
+        return champ
+    rec = records.get_model(engine, version)
+    if rec is None or (_has(rec, "site") and _field(rec, "site") != site):
+        raise RegistryError(f"site {site!r} has no model with version {version!r} (see `coolpilot models list`)")
+    return _entry(rec)
+
+
+def load_model(entry: ModelEntry) -> EnsembleForecaster:
+    """Load a registered model, verifying its weights against the sha256 in its record."""
+    model = load_artifact(Path(entry.artifact_path), expected_sha256=entry.sha256)
+    if model.version != entry.version:
+        raise ArtifactError(f"model artifact {entry.artifact_path}: holds version {model.version}, "
+                            f"the database record says {entry.version}")
+    return model
+
+
+def load_champion(engine: sa.Engine, site: str = "default") -> EnsembleForecaster | None:
+    """The champion forecaster of a site, or None when there is none."""
+    entry = champion_entry(engine, site)
+    return None if entry is None else load_model(entry)
+
+
+def register_trained(engine: sa.Engine, result: TrainResult, frame: pd.DataFrame, models_dir: Path,
+                     site: str = "default") -> Decision:
+    """Save the artifact, record it, and promote it if it beats the champion on its test window."""
+    model = result.forecaster
+    path, digest = save_artifact(model, models_dir)
+    challenger_score = float(result.report["metrics"]["ensemble"]["score"])
+    champ = champion_entry(engine, site)
+    champ_score: float | None = None
+    note = ""
+    if champ is not None:
+        start, end = (pd.Timestamp(t) for t in result.report["window"]["test"])
+        try:
+            champ_score = float(evaluate_on_window(load_model(champ), frame, start, end)["score"])
+        except (ArtifactError, ValueError) as exc:
+            note = f" ({exc})"
+    promoted, reason = decide(challenger_score, champ_score, champ.pinned if champ else False,
+                              champ.version if champ else None)
+    meta = {k: v for k, v in model.sidecar().items() if k in ("created_at", "training", "libraries", "horizon_min")}
+    meta["decision"] = reason + note
+    records.insert_model(engine, site=site, version=model.version, artifact_path=str(path.resolve()),
+                         sha256=digest, status="candidate", metrics=model.meta.get("metrics", {}), meta=meta)
+    if promoted:
+        records.set_model_status(engine, model.version, "champion")
+    elif champ is not None and not champ.pinned:
+        records.set_model_status(engine, model.version, "rejected")
+    return Decision(version=model.version, promoted=promoted, reason=reason + note,
+                    challenger_score=challenger_score, champion_version=champ.version if champ else None,
+                    champion_score=champ_score, artifact_path=path)
+
+
+def promote(engine: sa.Engine, version: str, pin: bool | None = None, site: str = "default") -> ModelEntry:
+    """Make a stored model champion (after checking that its artifact loads); optionally (un)pin it."""
+    entry = get_entry(engine, version, site)
+    load_model(entry)  # refuse to promote an artifact that would not load
+    previous = champion_entry(engine, site)
+    records.set_model_status(engine, version, "champion", pinned=entry.pinned if pin is None else pin)
+    if previous is not None and previous.version != version and previous.pinned:
+        records.set_model_status(engine, previous.version, "retired", pinned=False)  # a pin ends with the reign
+    return get_entry(engine, version, site)
+
+
+def rollback(engine: sa.Engine, site: str = "default") -> tuple[ModelEntry, ModelEntry]:
+    """Reject the champion and restore the newest retired model; returns (old, new) champions."""
+    champ = champion_entry(engine, site)
+    if champ is None:
+        raise RegistryError(f"site {site!r} has no champion to roll back")
+    retired = [e for e in list_entries(engine, site) if e.status == "retired"]
+    if not retired:
+        raise RegistryError(f"no earlier champion of site {site!r} to roll back to (no retired models)")
+    previous = max(retired, key=lambda e: e.created_at)
+    load_model(previous)
+    # promote first, so that the site is never left without a champion between the two writes
+    records.set_model_status(engine, previous.version, "champion")
+    records.set_model_status(engine, champ.version, "rejected", pinned=False)
+    return get_entry(engine, champ.version, site), get_entry(engine, previous.version, site)

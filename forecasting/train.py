@@ -1,0 +1,264 @@
+"""Training: time-ordered split, batched-ensemble fit with early stopping, calibration.
+
+The split is in time order, never shuffled across blocks: train (oldest) | validation
+(early stopping) | calibration (conformal factors) | test (reported metrics, champion
+versus challenger), with one horizon of samples left out at each border so that no
+target window straddles two blocks. On CUDA the forward pass runs under bfloat16
+autocast; on the CPU everything is float32 and seeded runs repeat bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import sklearn
+import torch
+
+from db.roles import SETPOINT_ROLES
+from forecasting.baselines import FittedBaseline, fit_baselines
+from forecasting.calibration import conformal_factor
+from forecasting.device import describe, select_device
+from forecasting.ensemble import BatchedEnsemble, EnsembleConfig, flush_denormals, gaussian_nll
+from forecasting.evaluate import ensemble_metrics, point_metrics, score
+from forecasting.features import (
+    TARGETS,
+    FeatureSet,
+    FeatureSpec,
+    Scaler,
+    build_samples,
+    require_enough,
+    uses_wetbulb_sensor,
+)
+from forecasting.model import EnsembleForecaster
+from forecasting.ood import fit_ood
+
+FloatArray = npt.NDArray[np.float64]
+BLOCKS = ("train", "val", "cal", "test")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters; shares are fractions of the samples, in time order."""
+
+    members: int = 5
+    hidden: tuple[int, ...] = (64, 64)
+    max_epochs: int = 60
+    batch_size: int = 1024
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-5
+    patience: int = 8
+    seed: int = 0
+    val_share: float = 0.1
+    cal_share: float = 0.05
+    test_share: float = 0.05
+    interval_level: float = 0.9
+    min_samples: int = 2016  # one week of 5-minute samples
+    max_gap_share: float = 0.5
+    ood_k: int = 10
+    ood_reference: int = 4000
+    baselines: bool = True
+
+    def __post_init__(self) -> None:
+        shares = (self.val_share, self.cal_share, self.test_share)
+        if min(shares) <= 0 or sum(shares) >= 0.9:
+            raise ValueError(f"val/cal/test shares must be positive and leave most data for training: {shares}")
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """Progress of one epoch, for a progress bar (losses are mean Gaussian NLL [-])."""
+
+    epoch: int
+    max_epochs: int
+    train_loss: float
+    val_loss: float
+    best_val_loss: float
+    elapsed_s: float
+
+
+@dataclass
+class TrainResult:
+    """The calibrated forecaster, a JSON-able report, and the fitted baselines."""
+
+    forecaster: EnsembleForecaster
+    report: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, FittedBaseline] = field(default_factory=dict)
+
+
+def split_blocks(index: pd.DatetimeIndex, config: TrainConfig, embargo: pd.Timedelta) -> dict[str, npt.NDArray[np.bool_]]:
+    """Boolean masks of the time-ordered blocks, with an embargo before each border."""
+    n = len(index)
+    shares = np.array([1 - config.val_share - config.cal_share - config.test_share,
+                       config.val_share, config.cal_share, config.test_share])
+    cuts = np.round(np.cumsum(shares) * n).astype(int)
+    starts = np.concatenate([[0], cuts[:-1]])
+    masks: dict[str, npt.NDArray[np.bool_]] = {}
+    pos = np.arange(n)
+    for i, name in enumerate(BLOCKS):
+        mask = (pos >= starts[i]) & (pos < cuts[i])
+        if i + 1 < len(BLOCKS) and cuts[i] < n:
+            mask &= index < index[cuts[i]] - embargo
+        masks[name] = mask
+    return masks
+
+
+def data_hash(fs: FeatureSet) -> str:
+    """sha256 over the sample times, features and targets: identifies the training data."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(fs.index.asi8).tobytes())
+    h.update(np.ascontiguousarray(fs.x).tobytes())
+    h.update(np.ascontiguousarray(fs.y).tobytes())
+    return h.hexdigest()
+
+
+def _val_loss(module: BatchedEnsemble, x: torch.Tensor, y: torch.Tensor, amp: bool) -> float:
+    total, n = 0.0, len(x)
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        for s in range(0, n, 8192):
+            mean, var = module.split(module(x[s: s + 8192]))
+            total += float(gaussian_nll(mean, var, y[s: s + 8192].unsqueeze(0))) * len(x[s: s + 8192])
+    return total / max(n, 1)
+
+
+def train_ensemble(x_train: FloatArray, y_train: FloatArray, x_val: FloatArray, y_val: FloatArray,
+                   config: TrainConfig, device: torch.device,
+                   on_epoch: Callable[[EpochReport], None] | None = None,
+                   clock: Callable[[], float] = time.perf_counter) -> tuple[BatchedEnsemble, dict[str, Any]]:
+    """Fit the batched ensemble on standardised arrays; keep the weights of the best epoch.
+
+    Each member draws its own minibatch order each epoch (the ensemble's diversity
+    comes from initialisation and data order, as in deep ensembles).
+    """
+    with flush_denormals():
+        return _train_ensemble(x_train, y_train, x_val, y_val, config, device, on_epoch, clock)
+
+
+def _train_ensemble(x_train: FloatArray, y_train: FloatArray, x_val: FloatArray, y_val: FloatArray,
+                    config: TrainConfig, device: torch.device, on_epoch: Callable[[EpochReport], None] | None,
+                    clock: Callable[[], float]) -> tuple[BatchedEnsemble, dict[str, Any]]:
+    t0 = clock()
+    gen = torch.Generator().manual_seed(config.seed)
+    module = BatchedEnsemble(EnsembleConfig(x_train.shape[1], len(TARGETS), config.members, config.hidden),
+                             generator=gen).to(device)
+    opt = torch.optim.AdamW(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.max_epochs)
+    amp = device.type == "cuda"
+    xt = torch.as_tensor(x_train, dtype=torch.float32, device=device)
+    yt = torch.as_tensor(y_train, dtype=torch.float32, device=device)
+    xv = torch.as_tensor(x_val, dtype=torch.float32, device=device)
+    yv = torch.as_tensor(y_val, dtype=torch.float32, device=device)
+    n, bs = len(xt), min(config.batch_size, len(xt))
+    best, best_epoch, best_state, stale, epoch = float("inf"), 0, copy.deepcopy(module.state_dict()), 0, 0
+    for epoch in range(1, config.max_epochs + 1):
+        module.train()
+        order = torch.argsort(torch.rand(config.members, n, generator=gen), dim=1).to(device)
+        running, batches = 0.0, 0
+        for s in range(0, n - bs + 1, bs):  # drop the ragged tail; it is reshuffled next epoch
+            idx = order[:, s: s + bs]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                mean, var = module.split(module(xt[idx]))
+            loss = gaussian_nll(mean, var, yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            running += float(loss.detach())
+            batches += 1
+        sched.step()
+        module.eval()
+        val = _val_loss(module, xv, yv, amp)
+        if val < best - 1e-4:
+            best, best_epoch, stale = val, epoch, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            stale += 1
+        if on_epoch is not None:
+            on_epoch(EpochReport(epoch, config.max_epochs, running / max(batches, 1), val, best, clock() - t0))
+        if stale >= config.patience:
+            break
+    module.load_state_dict(best_state)
+    module = module.to("cpu").eval()
+    info = {"epochs_run": epoch, "best_epoch": best_epoch, "best_val_nll": best, "seconds": clock() - t0,
+            "device": describe(device)}
+    return module, info
+
+
+def _ood_columns(spec: FeatureSpec) -> tuple[npt.NDArray[np.int64], int]:
+    names = spec.feature_names()
+    state = list(spec.state_roles) + [f"{sp}@now" for sp in SETPOINT_ROLES]
+    cand = [f"{sp}@horizon" for sp in SETPOINT_ROLES]
+    return np.array([names.index(c) for c in state + cand], dtype=np.int64), len(state)
+
+
+def _library_versions() -> dict[str, str]:
+    return {"torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config: TrainConfig | None = None,
+                   device: str = "auto", on_epoch: Callable[[EpochReport], None] | None = None,
+                   now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                   clock: Callable[[], float] = time.perf_counter) -> TrainResult:
+    """Build samples from a wide history frame, train, calibrate, and measure against baselines.
+
+    Raises `forecasting.features.FeatureError` for history that is too short, lacks a
+    role or is mostly gaps.
+    """
+    spec = spec or FeatureSpec(derive_wetbulb=not uses_wetbulb_sensor(frame))
+    config = config or TrainConfig()
+    dev = select_device(device)
+    fs = build_samples(frame, spec)
+    require_enough(fs, config.min_samples, config.max_gap_share)
+    masks = split_blocks(fs.index, config, pd.Timedelta(minutes=spec.horizon_min))
+    xs = {b: fs.x[m] for b, m in masks.items()}
+    ys = {b: fs.y[m] for b, m in masks.items()}
+    x_scaler, y_scaler = Scaler.fit(xs["train"]), Scaler.fit(ys["train"])
+    z = {b: x_scaler.transform(xs[b]) for b in BLOCKS}
+    module, info = train_ensemble(z["train"], y_scaler.transform(ys["train"]), z["val"],
+                                  y_scaler.transform(ys["val"]), config, dev, on_epoch, clock)
+
+    columns, n_state_cols = _ood_columns(spec)
+    ood = fit_ood(z["train"], columns, n_state_cols, config.ood_k, config.ood_reference, config.seed)
+    created = now()
+    digest = data_hash(fs)
+    version = f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
+    draft = EnsembleForecaster(version=version, spec=spec, module=module, x_scaler=x_scaler, y_scaler=y_scaler,
+                               conformal_factors=(1.0, 1.0), interval_level=config.interval_level, ood=ood, meta={})
+    cal = draft.predict_rows(xs["cal"], with_ood=False)
+    factors = tuple(conformal_factor(ys["cal"][:, j], cal.mean[:, j], cal.std[:, j], config.interval_level)
+                    for j in range(len(TARGETS)))
+    window = {b: [fs.index[m][0].isoformat(), fs.index[m][-1].isoformat()] if m.any() else None
+              for b, m in masks.items()}
+    training: dict[str, Any] = {"window": window, "samples": {b: int(m.sum()) for b, m in masks.items()},
+                     "gaps": fs.gaps.as_dict(), "data_hash": digest, "config": _config_json(config), **info}
+    meta = {"created_at": created.isoformat(), "training": training, "libraries": _library_versions()}
+    forecaster = EnsembleForecaster(version=version, spec=spec, module=module, x_scaler=x_scaler,
+                                    y_scaler=y_scaler, conformal_factors=(factors[0], factors[1]),
+                                    interval_level=config.interval_level, ood=ood, meta=meta)
+    metrics: dict[str, Any] = {"ensemble": {**ensemble_metrics(forecaster, xs["test"], ys["test"]),
+                                            "train_seconds": info["seconds"], "device": info["device"]}}
+    baselines = fit_baselines(xs["train"], ys["train"], fs.names, config.seed, clock) if config.baselines else {}
+    for name, fitted in baselines.items():
+        pm = point_metrics(ys["test"], fitted.model.predict(xs["test"]))
+        metrics[name] = {**pm, "score": score(pm), "train_seconds": fitted.train_seconds, "device": "cpu"}
+    forecaster.meta["metrics"] = metrics
+    forecaster.meta["conformal_calibration_samples"] = int(masks["cal"].sum())
+    report = {"version": version, "metrics": metrics, "gaps": fs.gaps.as_dict(), "window": window,
+              "samples": training["samples"], "epochs_run": info["epochs_run"],
+              "best_epoch": info["best_epoch"], "device": info["device"], "train_seconds": info["seconds"],
+              "conformal_factors": list(factors), "data_hash": digest}
+    return TrainResult(forecaster=forecaster, report=report, baselines=baselines)
+
+
+def _config_json(config: TrainConfig) -> dict[str, Any]:
+    d = asdict(config)
+    d["hidden"] = list(config.hidden)
+    return d

@@ -1,0 +1,163 @@
+"""``coolpilot simulate``: run the plant in closed loop and write its history to the database.
+
+The run goes in chunks of at most a week: each chunk is simulated, written in one
+transaction through ``db.ingest.write_wide`` (idempotent, so a re-run with the same
+seed writes nothing new) and reported on stderr. The summary is computed from the
+plant's true values where the plant offers them (the simulator does), else from the
+readings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from controller.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
+from controller.rules import PRESETS
+from db.roles import MEASUREMENT_ROLES
+from simulator.drivers import SHIPPED_CLIMATES, DriverError
+from simulator.history import ExploringRules, run_closed_loop
+from simulator.plant import Plant, load_plant_factory
+from simulator.summary import summarize_run
+
+CHUNK_DAYS = 7.0
+MAX_DAYS = 3660.0
+
+
+def _start(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--start {text!r} is not an ISO date or date-time (e.g. 2023-07-01 or 2023-07-01T06:00)") from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _build_plant(args: argparse.Namespace) -> Plant:
+    spec = args.plant or "simulator.plant_sim:make_plant"
+    try:
+        factory = load_plant_factory(spec)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not callable(factory):
+        raise CliError(f"--plant {spec!r} is not callable")
+    offered: dict[str, Any] = {"climate": args.climate, "workload": args.workload, "start": _start(args.start), "seed": args.seed}
+    try:
+        params = inspect.signature(factory).parameters
+        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        kwargs = {k: v for k, v in offered.items() if takes_all or k in params}
+    except (TypeError, ValueError):
+        kwargs = {}
+    ignored = [f"--{k}" for k, v in offered.items() if k not in kwargs and v is not None and k != "seed"]
+    if ignored:
+        raise CliError(f"--plant {spec!r} does not take {', '.join(ignored)}")
+    try:
+        plant = factory(**kwargs)
+    except (DriverError, ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    if not isinstance(plant, Plant):
+        raise CliError(f"--plant {spec!r} returned {type(plant).__name__}, which does not implement simulator.plant.Plant")
+    return plant
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    if not getattr(args, "verbose", False):
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    from db.engine import DatabaseError, make_engine, redact_url, resolve_url
+    from db.ingest import write_wide
+    from db.migrate import upgrade
+
+    if not (math.isfinite(args.days) and 0 < args.days <= MAX_DAYS):
+        raise CliError(f"--days must be in (0, {MAX_DAYS:g}], got {args.days}")
+    if not 0.0 <= args.explore <= 1.0:
+        raise CliError(f"--explore is a share of time in [0, 1], got {args.explore}")
+    plant = _build_plant(args)
+    url = resolve_url(args.db)
+    try:
+        engine = make_engine(url)
+        upgrade(engine)
+    except DatabaseError as exc:
+        raise CliError(str(exc)) from None
+    policy = ExploringRules(args.explore, _policy_rng(args.seed), args.controller)
+    true_record = getattr(plant, "true_record", None)
+    truth: list[dict[str, float]] = []
+
+    def on_record(_when: datetime, readings: dict[str, float], _sp: dict[str, float]) -> None:
+        truth.append(true_record() if callable(true_record) else readings)
+
+    written, done, frames = 0, 0.0, []
+    try:
+        while done < args.days - 1e-9:
+            chunk = min(CHUNK_DAYS, args.days - done)
+            frame = run_closed_loop(plant, policy, chunk, on_record=on_record)
+            written += write_wide(engine, frame, site=args.site)
+            frames.append(frame.index)
+            done += chunk
+            progress(f"simulate: {done:g} of {args.days:g} days, {written} readings written")
+    except DatabaseError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        engine.dispose()
+    index = frames[0].append(frames[1:]) if frames else pd.DatetimeIndex([], tz=UTC)
+    truth_frame = pd.DataFrame(truth, index=index, columns=[r for r in MEASUREMENT_ROLES if truth and r in truth[0]])
+    summary = summarize_run(truth_frame, plant.record_interval_s)
+    payload = {
+        **summary,
+        "readings_written": written,
+        "explored_share": policy.explored_records / max(policy.records, 1),
+        "controller": args.controller,
+        "seed": args.seed,
+        "start": index[0] if len(index) else None,
+        "summary_source": "true values" if callable(true_record) else "readings",
+        "db": redact_url(url),
+        "site": args.site,
+    }
+    human = (
+        f"simulated {summary['days']:g} days from {payload['start']} ({args.controller} rules, "
+        f"{100 * payload['explored_share']:.0f} % exploring), {written} readings written to {payload['db']}\n"
+        f"  PUE mean {summary['pue_mean']:.3f}, p95 {summary['pue_p95']:.3f}\n"
+        f"  cooling energy {summary['cooling_energy_kwh']:.0f} kWh\n"
+        f"  max rack inlet {summary['rack_inlet_max_c']:.1f} C\n"
+        f"  economiser hours {summary['economizer_hours']:.0f}"
+    )
+    emit(args, payload, human)
+    return 0
+
+
+def _policy_rng(seed: int) -> Any:
+    import numpy as np
+
+    return np.random.default_rng([seed, 1])
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "simulate",
+        help="run the digital twin in closed loop and write its history to the database",
+        description=(
+            "Simulate the cooling plant under rule-based control (with optional safe exploration) and "
+            "write readings and setpoints to the database. Same seed, same output."
+        ),
+    )
+    p.add_argument("--days", type=float, required=True, help="simulated days")
+    p.add_argument("--start", default=None, help="UTC start, ISO date or date-time (default 2023-07-01)")
+    p.add_argument(
+        "--climate", default=None, metavar="EPW",
+        help=f"EPW file, compact weather CSV or shipped climate ({', '.join(SHIPPED_CLIMATES)}); default leesburg",
+    )
+    p.add_argument("--workload", default=None, metavar="CSV", help="utilisation CSV (column cpu_load, 0..1); default Alibaba 2017")
+    p.add_argument("--controller", choices=PRESETS, default="tuned", help="rule preset (default tuned)")
+    p.add_argument("--explore", type=float, default=0.0, metavar="SHARE", help="share of time in random exploration, 0..1")
+    p.add_argument("--seed", type=int, default=0, help="random seed (sensors, faults, exploration)")
+    p.add_argument("--plant", default=None, metavar="MODULE:FACTORY", help="plant factory (default simulator.plant_sim:make_plant)")
+    p.add_argument("--site", default="default", help="site name in the database (default 'default')")
+    add_db_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=cmd_simulate)

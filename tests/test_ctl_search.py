@@ -1,0 +1,113 @@
+"""Candidate generation, batch scoring and selection against a physics-shaped forecaster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controller.candidates import box_arrays, coupling_ok, initial_candidates, refine_candidates, to_vector
+from controller.config import SafetySettings, ThresholdSettings
+from controller.optimizer import ModelError, optimise, score, what_if_rows
+from controller.safety import allowed_box
+from controller.selection import select
+from db.roles import SETPOINT_ROLES
+from forecasting.protocol import Forecast
+from tests._ctl_support import START_SETPOINTS, PhysicsForecaster, config, window
+
+CFG = config()
+ENV = CFG.envelope()
+HOLD = to_vector(START_SETPOINTS)
+
+
+def test_candidates_stay_in_the_box_keep_the_approach_and_number_thousands() -> None:
+    box = allowed_box(START_SETPOINTS, ENV)
+    lo, hi = box_arrays(box)
+    cands = initial_candidates(HOLD, lo, hi, min_coil_approach_k=3.0, grid_points_per_role=9,
+                               random_candidates=3000, rng=np.random.default_rng(1))
+    assert len(cands) > 3000
+    assert np.array_equal(cands[0], HOLD)
+    assert np.all(cands >= lo - 1e-12) and np.all(cands <= hi + 1e-12)
+    assert coupling_ok(cands, 3.0).all()
+    refined = refine_candidates(cands[:50], lo, hi, min_coil_approach_k=3.0, n=500, rng=np.random.default_rng(2))
+    assert len(refined) > 0 and np.all(refined >= lo) and np.all(refined <= hi) and coupling_ok(refined, 3.0).all()
+
+
+def fake_forecast(power: list[float], inlet: list[float], inlet_std: float = 0.2, ood: float = 0.2) -> Forecast:
+    p = np.asarray(power, dtype=float)
+    t = np.asarray(inlet, dtype=float)
+    n = len(p)
+    return Forecast(cooling_power_kw=p, cooling_power_std_kw=0.01 * p, cooling_power_lo_kw=p * 0.98,
+                    cooling_power_hi_kw=p * 1.02, rack_inlet_max_c=t, rack_inlet_std_c=np.full(n, inlet_std),
+                    rack_inlet_lo_c=t - 0.3, rack_inlet_hi_c=t + 0.3, ood_score=np.full(n, ood), interval_level=0.9)
+
+
+def test_selection_takes_the_cheapest_sure_candidate_and_names_the_binding_constraint() -> None:
+    # hold 100 kW; candidate 3 is cheapest but its inlet + 2 sigma (26.8 + 0.4) crosses 27 C
+    fc = fake_forecast([100, 95, 90, 80], [22, 24, 25, 26.8])
+    sel = select(fc, 0, SafetySettings(), ThresholdSettings())
+    assert (sel.index, sel.outcome) == (2, "optimised")
+    assert sel.runner_ups == (1,)
+    assert sel.rejected == {"rack_inlet": 1, "saving": 1}
+    assert "27.0 C limit (1 of 1 cheaper candidates)" in sel.binding[0]
+
+
+def test_selection_holds_when_nothing_saves_enough_and_fails_when_holding_is_unsure() -> None:
+    sel = select(fake_forecast([100, 99.5], [22, 22]), 0, SafetySettings(), ThresholdSettings(min_saving_pct=1.0))
+    assert (sel.index, sel.outcome) == (0, "hold")
+    sel = select(fake_forecast([100, 90], [22, 22], ood=3.0), 0, SafetySettings(), ThresholdSettings())
+    assert sel.index is None and sel.hold_failures == ("ood",)
+    assert "out-of-distribution" in sel.reason
+    sel = select(fake_forecast([100, 90], [22, 22], inlet_std=2.0), 0, SafetySettings(), ThresholdSettings())
+    assert sel.index is None and "inlet_uncertainty" in sel.hold_failures
+
+
+def test_non_finite_predictions_are_rejected_not_chosen() -> None:
+    fc = fake_forecast([100, float("nan"), 90], [22, 22, 22])
+    sel = select(fc, 0, SafetySettings(), ThresholdSettings())
+    assert sel.index == 2 and sel.rejected.get("non_finite") == 1
+
+
+def test_optimise_finds_warmer_water_and_respects_the_limit() -> None:
+    model = PhysicsForecaster()
+    box = allowed_box(START_SETPOINTS, ENV)
+    result = optimise(model, window(), HOLD, box, CFG, np.random.default_rng(0))
+    sel = result.selection
+    assert sel.outcome == "optimised" and sel.index is not None
+    best = result.candidates[sel.index]
+    lo, hi = box_arrays(box)
+    assert np.all(best >= lo) and np.all(best <= hi)
+    assert best[0] > HOLD[0]  # warmer chilled water saves chiller power in this model
+    assert len(result.candidates) >= 4000
+    assert model.calls == 1 + CFG.optimizer.refine_iterations
+    upper = result.forecast.rack_inlet_max_c[sel.index] + 2 * result.forecast.rack_inlet_std_c[sel.index]
+    assert upper < 27.0
+
+
+class BrokenModel(PhysicsForecaster):
+    def predict(self, state, candidates):  # type: ignore[no-untyped-def]
+        full = super().predict(state, candidates)
+        return Forecast(**{**full.__dict__, "ood_score": full.ood_score[:-1]})
+
+
+def test_score_rejects_wrong_shapes_and_wraps_exceptions() -> None:
+    with pytest.raises(ModelError, match="ood_score has shape"):
+        score(BrokenModel(), window(), HOLD[None, :].repeat(3, axis=0))
+
+    class Raising(PhysicsForecaster):
+        def predict(self, state, candidates):  # type: ignore[no-untyped-def]
+            raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(ModelError, match="RuntimeError: CUDA out of memory"):
+        score(Raising(), window(), HOLD[None, :])
+
+
+def test_what_if_moves_each_role_one_step_each_way() -> None:
+    rows = what_if_rows(PhysicsForecaster(), window(), HOLD, HOLD, ENV)
+    assert len(rows) == 2 + 2 * len(SETPOINT_ROLES)
+    for row in rows[2:]:
+        role = row["role"]
+        moved = row["setpoints"][role] - START_SETPOINTS[role]
+        assert moved == pytest.approx(row["step_k"])
+        assert abs(moved) == pytest.approx(ENV.bounds(role).max_step_k)
+    chw_up = next(r for r in rows if r["role"] == "chw_supply_sp_c" and r["step_k"] > 0)
+    assert chw_up["cooling_power_kw"] < rows[0]["cooling_power_kw"]

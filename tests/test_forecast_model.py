@@ -1,0 +1,185 @@
+"""Batched ensemble, calibration, OOD score, baselines and training on a small synthetic plant."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from db.roles import SETPOINT_ROLES
+from forecasting.baselines import fit_baselines
+from forecasting.calibration import conformal_factor, coverage, interval, mape_pct
+from forecasting.device import select_device
+from forecasting.ensemble import BatchedEnsemble, EnsembleConfig, mixture
+from forecasting.features import FeatureSpec, build_samples
+from forecasting.ood import fit_ood
+from forecasting.protocol import Forecast, Forecaster
+from forecasting.train import TrainConfig, TrainResult, fit_forecaster, split_blocks
+from tests._forecast_synth import synthetic_history
+
+SMALL = TrainConfig(members=3, hidden=(64, 64), max_epochs=25, batch_size=256, min_samples=1000, patience=5)
+
+
+@pytest.fixture(scope="module")
+def history() -> pd.DataFrame:
+    return synthetic_history(days=30, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(history: pd.DataFrame) -> TrainResult:
+    return fit_forecaster(history, config=SMALL, device="cpu")
+
+
+def test_batched_ensemble_equals_members_run_one_by_one() -> None:
+    cfg = EnsembleConfig(n_inputs=7, members=4, hidden=(16, 8))
+    net = BatchedEnsemble(cfg, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(50, 7)
+    out = net(x)
+    assert out.shape == (4, 50, 4)
+    for m in range(4):
+        h = x
+        for i in range(3):
+            h = h @ net.weights[i][m] + net.biases[i][m]
+            if i < 2:
+                h = torch.nn.functional.silu(h)
+        assert torch.allclose(out[m], h, atol=1e-5)
+    # members differ (independent initialisation)
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_broadcast_path_matches_full_rows() -> None:
+    cfg = EnsembleConfig(n_inputs=9, members=3, hidden=(16, 16))
+    net = BatchedEnsemble(cfg, generator=torch.Generator().manual_seed(2))
+    state, cand = torch.randn(6), torch.randn(40, 3)
+    full = torch.cat([state.expand(40, 6), cand], dim=1)
+    with torch.inference_mode():
+        assert torch.allclose(net.forward_broadcast(state, cand), net(full), atol=1e-5)
+
+
+def test_mixture_variance_is_noise_plus_spread() -> None:
+    mean = torch.tensor([[[1.0]], [[3.0]]])
+    var = torch.tensor([[[0.5]], [[1.5]]])
+    mu, total = mixture(mean, var)
+    assert mu.item() == pytest.approx(2.0)
+    assert total.item() == pytest.approx(1.0 + 1.0)
+
+
+def test_conformal_factor_gives_nominal_coverage_on_new_data() -> None:
+    rng = np.random.default_rng(0)
+    sigma_model = np.full(4000, 1.0)  # the model thinks sigma=1; the truth has sigma=2
+    y = rng.normal(0.0, 2.0, 4000)
+    f = conformal_factor(y[:2000], np.zeros(2000), sigma_model[:2000], 0.9)
+    assert f == pytest.approx(2.0 * 1.645, rel=0.08)
+    lo, hi = interval(np.zeros(2000), sigma_model[2000:], f)
+    assert 0.87 <= coverage(y[2000:], lo, hi) <= 0.93
+    with pytest.raises(ValueError, match="too few"):
+        conformal_factor(y[:5], np.zeros(5), np.ones(5), 0.9)
+
+
+def test_ood_scores_training_data_below_one_and_far_points_above() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(6000, 6))
+    ood = fit_ood(z, np.arange(6, dtype=np.int64), n_state=4, k=10, n_reference=2000)
+    inside = ood.score(rng.normal(size=(2000, 6)))
+    assert 0.97 <= float(np.mean(inside < 1.0)) <= 1.0
+    far = np.full((5, 6), 6.0)
+    assert (ood.score(far) > 2.0).all()
+    # the broadcast path is never below the exact score and equals it when nothing is pruned
+    state = rng.normal(size=4)
+    cand = rng.normal(size=(300, 2)) * 2.0
+    rows = np.concatenate([np.broadcast_to(state, (300, 4)), cand], axis=1)
+    exact = ood.score(rows)
+    assert (ood.score_broadcast(state, cand, prefilter=64) >= exact - 1e-4).all()
+    assert np.allclose(ood.score_broadcast(state, cand, prefilter=10_000), exact, atol=1e-4)
+
+
+def test_split_is_time_ordered_with_an_embargo(history: pd.DataFrame) -> None:
+    fs = build_samples(history, FeatureSpec())
+    masks = split_blocks(fs.index, SMALL, pd.Timedelta(minutes=60))
+    order = ["train", "val", "cal", "test"]
+    for a, b in itertools.pairwise(order):
+        assert fs.index[masks[a]].max() + pd.Timedelta(minutes=60) < fs.index[masks[b]].min()
+    total = sum(int(m.sum()) for m in masks.values())
+    assert total <= len(fs.index) and total > 0.95 * len(fs.index)
+
+
+def test_training_beats_persistence_and_reports_every_baseline(trained: TrainResult) -> None:
+    m = trained.report["metrics"]
+    assert set(m) == {"ensemble", "persistence", "ridge", "hist_gradient_boosting"}
+    for target in ("cooling_power_kw", "rack_inlet_max_c"):
+        assert m["ensemble"][target]["mae"] < m["persistence"][target]["mae"]
+        assert 0.0 <= m["ensemble"][target]["coverage"] <= 1.0
+    assert m["ensemble"]["device"].startswith("cpu")
+    assert trained.report["samples"]["train"] > trained.report["samples"]["test"] > 0
+    assert trained.report["conformal_factors"][0] > 0
+
+
+def test_forecaster_protocol_and_candidate_response(trained: TrainResult, history: pd.DataFrame) -> None:
+    model = trained.forecaster
+    assert isinstance(model, Forecaster)
+    assert model.horizon_min == 60 and model.history_needed() == 13
+    assert set(SETPOINT_ROLES) <= set(model.required_roles())
+    state = history.iloc[-model.history_needed():]
+    cands = np.array([[8.0, 19.0, 22.0], [14.0, 23.0, 28.0], [60.0, 90.0, 90.0]])
+    fc = model.predict(state, cands)
+    assert isinstance(fc, Forecast) and fc.interval_level == 0.9
+    for arr in (fc.cooling_power_kw, fc.rack_inlet_max_c, fc.ood_score, fc.cooling_power_std_kw):
+        assert arr.shape == (3,) and np.isfinite(arr).all()
+    assert (fc.cooling_power_lo_kw < fc.cooling_power_kw).all() and (fc.cooling_power_kw < fc.cooling_power_hi_kw).all()
+    assert (fc.rack_inlet_lo_c < fc.rack_inlet_hi_c).all()
+    # the absurd candidate lies far outside the training data
+    assert fc.ood_score[2] > 1.0 and fc.ood_score[2] > 3 * fc.ood_score[:2].max()
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        model.predict(state, np.zeros((4, 2)))
+
+
+def test_broadcast_predict_equals_row_prediction(trained: TrainResult, history: pd.DataFrame) -> None:
+    model = trained.forecaster
+    fs = build_samples(history, model.spec)
+    t = fs.index[-1]
+    state = history.loc[:t].iloc[-model.history_needed():]
+    hor = fs.x[-1:, fs.names.index(f"{SETPOINT_ROLES[0]}@horizon"): fs.names.index(f"{SETPOINT_ROLES[2]}@horizon") + 1]
+    fc = model.predict(state, hor)
+    rows = model.predict_rows(fs.x[-1:])
+    assert fc.cooling_power_kw[0] == pytest.approx(rows.mean[0, 0], rel=1e-4)
+    assert fc.rack_inlet_hi_c[0] == pytest.approx(rows.hi[0, 1], rel=1e-4)
+
+
+def test_seeded_cpu_training_is_reproducible(history: pd.DataFrame) -> None:
+    cfg = TrainConfig(members=2, hidden=(16,), max_epochs=2, batch_size=256, min_samples=1000, baselines=False)
+    a = fit_forecaster(history, config=cfg, device="cpu").forecaster
+    b = fit_forecaster(history, config=cfg, device="cpu").forecaster
+    c = fit_forecaster(history, config=TrainConfig(**{**cfg.__dict__, "seed": 1}), device="cpu").forecaster
+    ta, tb, tc = a.tensors(), b.tensors(), c.tensors()
+    assert all(np.array_equal(ta[k], tb[k]) for k in ta)
+    assert not np.array_equal(ta["layer0.weight"], tc["layer0.weight"])
+
+
+def test_baselines_fit_on_the_same_rows(history: pd.DataFrame) -> None:
+    fs = build_samples(history, FeatureSpec())
+    fitted = fit_baselines(fs.x[:2000], fs.y[:2000], fs.names)
+    pers = fitted["persistence"].model.predict(fs.x[2000:2100])
+    assert np.array_equal(pers[:, 0], fs.x[2000:2100, fs.names.index("cooling_power_kw")])
+    ridge = fitted["ridge"].model.predict(fs.x[2000:2100])
+    assert mape_pct(fs.y[2000:2100, 0], ridge[:, 0]) < mape_pct(fs.y[2000:2100, 0], pers[:, 0])
+
+
+def test_device_choice() -> None:
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="one of"):
+        select_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            select_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_uses_the_same_path(history: pd.DataFrame) -> None:
+    result = fit_forecaster(history, config=SMALL, device="cuda")
+    assert result.report["device"].startswith("cuda")
+    assert result.report["metrics"]["ensemble"]["cooling_power_kw"]["mae"] < \
+        result.report["metrics"]["persistence"]["cooling_power_kw"]["mae"]
