@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-days", type=float, default=42.0, help="training history per run (default 42)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-epochs", type=int, default=None, help="training epochs (default: training's)")
-    parser.add_argument("--out", type=Path, default=Path("bench-closed-loop"), help="output folder")
+    parser.add_argument("--out", type=Path, default=Path("coolpilot-eval/bench"),
+                        help="output folder (default coolpilot-eval/bench, git-ignored)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the results table here")
     args = parser.parse_args(argv)
 

@@ -204,8 +204,9 @@ class CoolPilotLoop:
         self.rows.append(_decision_row(d))
 
     def decisions(self) -> pd.DataFrame:
-        index = pd.DatetimeIndex(pd.to_datetime([r.pop("ts") for r in self.rows], utc=True), name="time")
-        return pd.DataFrame(self.rows, index=index)
+        """One row per cycle: outcome, reason code, predictions for the emitted setpoints, duration [s]."""
+        index = pd.DatetimeIndex(pd.to_datetime([r["ts"] for r in self.rows], utc=True), name="time")
+        return pd.DataFrame([{k: v for k, v in r.items() if k != "ts"} for r in self.rows], index=index)
 
 
 def _decision_row(d: Decision) -> dict[str, Any]:
@@ -240,8 +241,9 @@ def _controller_config(config: Config | None) -> Config:
 def _settings(opts: EvaluationOptions, config: Config, plant: Plant, start: datetime, records: int,
               history_start: datetime, takes_start: bool) -> dict[str, Any]:
     interval = plant.record_interval_s
+    source = getattr(plant, "weather_source", None)
     return {
-        "climate": opts.climate, "weather_source": getattr(plant, "weather_source", None),
+        "climate": opts.climate, "weather_source": Path(str(source)).name if source else None,
         "workload": opts.workload, "plant": opts.plant, "seed": opts.seed,
         "start": start, "end": start + timedelta(seconds=records * interval), "days": opts.days,
         "requested_start": opts.start if takes_start else None, "history_start": history_start,

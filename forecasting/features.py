@@ -67,6 +67,7 @@ class FeatureSpec:
     lagged_roles: tuple[str, ...] = LAGGED_ROLES
     rolling_roles: tuple[str, ...] = ROLLING_ROLES
     derive_wetbulb: bool = True  # compute wet-bulb from dry-bulb and RH (psychrolib) instead of a sensor
+    residual_targets: bool = True  # learn each target as a change from its anchor (see anchor_names)
 
     def __post_init__(self) -> None:
         if self.horizon_steps < 1:
@@ -104,6 +105,25 @@ class FeatureSpec:
 
     def feature_names(self) -> list[str]:
         return self.state_names() + self.candidate_names()
+
+    def anchor_names(self) -> tuple[str, str]:
+        """State columns the targets are learned relative to: last hour's mean cooling power, rack inlet now.
+
+        The next hour looks much like the last, so the network learns the change; its
+        output scale then matches what is uncertain rather than the level.
+        """
+        return f"{TARGETS[0]}@mean{self.rolling_steps}", TARGETS[1]
+
+    def anchor_columns(self) -> list[int]:
+        names = self.state_names()
+        return [names.index(a) for a in self.anchor_names()]
+
+    def anchors(self, x: FloatArray) -> FloatArray:
+        """(n, 2) values the targets are relative to, from feature rows (or state rows) x; zeros if absolute."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if not self.residual_targets:
+            return np.zeros((len(x), len(TARGETS)))
+        return np.asarray(x[:, self.anchor_columns()], dtype=np.float64)
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

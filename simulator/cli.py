@@ -16,6 +16,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from controller.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
@@ -131,9 +132,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _policy_rng(seed: int) -> Any:
-    import numpy as np
-
+def _policy_rng(seed: int) -> np.random.Generator:
+    """The exploration's own stream, independent of the plant's (which uses ``seed`` itself)."""
     return np.random.default_rng([seed, 1])
 
 

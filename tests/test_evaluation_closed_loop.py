@@ -1,4 +1,4 @@
-"""CI's short closed-loop evaluation: one climate, two days, a small model, end to end through the CLI.
+"""CI's short closed-loop evaluation: one climate, two days, nine days of history, end to end via the CLI.
 
 It checks that `coolpilot evaluate` produces the report, the plots and the JSON, and
 that the figures hang together (energies positive, savings computed from the
@@ -44,7 +44,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         status = main(["evaluate", "--climate", "leesburg", "--start", "2023-07-20", "--days", str(DAYS),
-                       "--train-days", "9", "--max-epochs", "5", "--seed", "1", "--config", str(config),
+                       "--train-days", "9", "--seed", "1", "--config", str(config),
                        "--out", str(out), "--json"])
     assert status == 0
     return json.loads(buffer.getvalue()), out
@@ -72,7 +72,7 @@ def test_figures_are_consistent(evaluated: tuple[dict[str, Any], Path]) -> None:
     for name, figs in c.items():
         for key in ("it_kwh", "cooling_kwh", "facility_kwh"):
             assert figs[key] > 0, (name, key)
-        assert figs["facility_kwh"] == pytest.approx(figs["it_kwh"] + figs["cooling_kwh"], rel=0.05)
+        assert figs["facility_kwh"] >= figs["it_kwh"] + figs["cooling_kwh"] - 1e-6  # plus other losses
         assert sum(figs["daily_cooling_kwh"].values()) == pytest.approx(figs["cooling_kwh"])
         for base in ("legacy", "tuned"):
             expected = 100.0 * (c[base]["cooling_kwh"] - figs["cooling_kwh"]) / c[base]["cooling_kwh"]
