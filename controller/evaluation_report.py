@@ -28,6 +28,15 @@ REPORT_NAME = "report.md"
 PLOTS_DIR = "plots"
 COLOURS = {"legacy": "tab:gray", "tuned": "tab:blue", "coolpilot": "tab:green", "oracle": "tab:purple"}
 LABELS = {"legacy": "legacy rules", "tuned": "tuned rules", "coolpilot": "CoolPilot (auto)", "oracle": "oracle"}
+REASON_HINTS = {
+    "ood": "the model judged the plant's state (weather, load, setpoints) unlike its training history; longer or "
+           "more varied history (--train-days, --explore, or a window in the season the history covers) widens "
+           "what it knows.",
+    "model_error": "the model could not score the state, typically because a sensor gap left the recent window "
+                   "it needs incomplete.",
+    "bad_data": "the data-quality checks rejected the recent window (sensor spikes, dropouts or stuck values).",
+    "uncertain": "the forecast intervals were too wide for the thresholds in the controller config.",
+}
 CAVEAT = (
     "These figures come from the project's digital twin, not from a site. The simulator has the physics "
     "listed in the reference (chiller curves, tower approach, pumps and fans by the affinity laws, server "
@@ -76,17 +85,18 @@ def diagnose(summary: Mapping[str, Any]) -> list[str]:
     missed = [t for t in summary["targets"] if not t["met"]]
     notes: list[str] = []
     for t in missed:
+        gap_unit = "percentage points" if t["unit"] == "%" else t["unit"]
         notes.append(f"{t['name']}: {_f(t['value'], 2)} {t['unit']} against a target of "
                      f"{'>=' if t['higher_is_better'] else '<='} {_f(t['threshold'], 1)} {t['unit']}: "
-                     f"missed by {_f(t['shortfall'], 2)} {t['unit']}.")
+                     f"missed by {_f(t['shortfall'], 2)} {gap_unit}.")
     names = {t["name"] for t in missed}
     if names & {"savings_vs_legacy_pct", "savings_vs_tuned_pct"} and oracle is not None:
         for base, target in (("legacy", ev.TARGET_SAVINGS_VS_LEGACY_PCT), ("tuned", ev.TARGET_SAVINGS_VS_TUNED_PCT)):
             possible = oracle.get(f"savings_vs_{base}_pct", math.nan)
             if f"savings_vs_{base}_pct" in names and math.isfinite(possible) and possible < target:
-                notes.append(f"Even the oracle saves only {possible:.1f} % against {base} in this window, so the "
-                             f"{target:.0f} % target is out of reach of any setpoint controller with these bounds "
-                             "and rate limits here.")
+                notes.append(f"Even the oracle (the best setpoints step by step on the plant's true model) saves "
+                             f"only {possible:.1f} % against {base} in this window: the {target:.0f} % target needs "
+                             "more headroom than setpoint choice within these bounds and rate limits gives here.")
     if names & {"savings_vs_legacy_pct", "savings_vs_tuned_pct", "oracle_share_vs_tuned_pct"}:
         decisions = cp.get("decisions")
         if decisions:
@@ -97,6 +107,9 @@ def diagnose(summary: Mapping[str, Any]) -> list[str]:
             notes.append(f"CoolPilot optimised in {100.0 * outcomes.get('optimised', 0) / n:.1f} % of cycles, held "
                          f"in {held:.1f} % (no sure candidate saved enough over holding) and ran the rules in "
                          f"{decisions['fallback_share_pct']:.1f} % (reasons: {reasons}).")
+            top = next(iter(decisions["fallback_reasons"]), None)
+            if top in REASON_HINTS and decisions["fallback_share_pct"] >= 10.0:
+                notes.append(f"Most fallbacks were {top}: {REASON_HINTS[top]}")
         pred = cp.get("prediction")
         if pred and pred.get("n"):
             notes.append(f"Its forecasts of the next hour's cooling power were off by {pred['mae_kw']:.1f} kW on "
@@ -209,7 +222,8 @@ def write_plots(result: EvaluationResult, plots_dir: Path) -> list[Path]:
 
     def save(fig: Any, name: str) -> None:
         path = plots_dir / name
-        fig.tight_layout()
+        if not fig.get_tight_layout() and fig.legends == []:
+            fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
@@ -230,7 +244,9 @@ def write_plots(result: EvaluationResult, plots_dir: Path) -> list[Path]:
         for name, run in runs.items():
             ax.plot(run.frame.index, run.frame[role], label=LABELS.get(name, name), color=COLOURS.get(name), lw=1)
         ax.set_ylabel(f"{role} [C]", fontsize=8)
-    axes[0].legend(fontsize=8, ncol=len(runs))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(runs), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     save(fig, "setpoints.png")
 
     fig, ax = plt.subplots(figsize=(10, 4))

@@ -67,7 +67,6 @@ class FeatureSpec:
     lagged_roles: tuple[str, ...] = LAGGED_ROLES
     rolling_roles: tuple[str, ...] = ROLLING_ROLES
     derive_wetbulb: bool = True  # compute wet-bulb from dry-bulb and RH (psychrolib) instead of a sensor
-    residual_targets: bool = True  # learn each target as a change from its anchor (see anchor_names)
 
     def __post_init__(self) -> None:
         if self.horizon_steps < 1:
@@ -101,29 +100,11 @@ class FeatureSpec:
         return names
 
     def candidate_names(self) -> list[str]:
-        return [f"{sp}@horizon" for sp in SETPOINT_ROLES] + [f"{sp}@change" for sp in SETPOINT_ROLES]
+        return ([f"{sp}@horizon" for sp in SETPOINT_ROLES] + [f"{sp}@change" for sp in SETPOINT_ROLES]
+                + [f"{sp}@end" for sp in SETPOINT_ROLES])
 
     def feature_names(self) -> list[str]:
         return self.state_names() + self.candidate_names()
-
-    def anchor_names(self) -> tuple[str, str]:
-        """State columns the targets are learned relative to: last hour's mean cooling power, rack inlet now.
-
-        The next hour looks much like the last, so the network learns the change; its
-        output scale then matches what is uncertain rather than the level.
-        """
-        return f"{TARGETS[0]}@mean{self.rolling_steps}", TARGETS[1]
-
-    def anchor_columns(self) -> list[int]:
-        names = self.state_names()
-        return [names.index(a) for a in self.anchor_names()]
-
-    def anchors(self, x: FloatArray) -> FloatArray:
-        """(n, 2) values the targets are relative to, from feature rows (or state rows) x; zeros if absolute."""
-        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        if not self.residual_targets:
-            return np.zeros((len(x), len(TARGETS)))
-        return np.asarray(x[:, self.anchor_columns()], dtype=np.float64)
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -264,13 +245,18 @@ def _state_block(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     return pd.DataFrame(cols, index=frame.index)[spec.state_names()]
 
 
-def candidate_block(current_sp_c: FloatArray, horizon_sp_c: FloatArray) -> FloatArray:
-    """Setpoint-dependent columns: horizon setpoints [C] and their change from now [K].
+def candidate_block(current_sp_c: FloatArray, horizon_sp_c: FloatArray,
+                    end_sp_c: FloatArray | None = None) -> FloatArray:
+    """Setpoint-dependent columns: horizon mean [C], its change from now [K], value at the end [C].
 
-    ``current_sp_c`` (n, 3) or (3,), ``horizon_sp_c`` (n, 3); both in SETPOINT_ROLES order.
+    ``current_sp_c`` (n, 3) or (3,), ``horizon_sp_c`` and ``end_sp_c`` (n, 3); all in
+    SETPOINT_ROLES order. In training the setpoints move within the horizon (the rules
+    adjust them every cycle), and where they end says more about the hottest inlet than
+    their mean; a candidate held over the horizon has end = mean (``end_sp_c`` None).
     """
     horizon = np.asarray(horizon_sp_c, dtype=np.float64)
-    return np.concatenate([horizon, horizon - np.asarray(current_sp_c, dtype=np.float64)], axis=-1)
+    end = horizon if end_sp_c is None else np.asarray(end_sp_c, dtype=np.float64)
+    return np.concatenate([horizon, horizon - np.asarray(current_sp_c, dtype=np.float64), end], axis=-1)
 
 
 def build_samples(frame: pd.DataFrame, spec: FeatureSpec, clean: bool = True) -> FeatureSet:
@@ -294,10 +280,11 @@ def build_samples(frame: pd.DataFrame, spec: FeatureSpec, clean: bool = True) ->
     y_cool = grid[TARGETS[0]].astype(float).rolling(h).mean().shift(-h).to_numpy()
     y_rack = grid[TARGETS[1]].astype(float).rolling(h).max().shift(-h).to_numpy()
     x_state = state.to_numpy(float)
-    x = np.concatenate([x_state, candidate_block(cur_sp, hor_sp)], axis=1)
+    end_sp = setpoints.shift(-(h - 1)).to_numpy(float)
+    x = np.concatenate([x_state, candidate_block(cur_sp, hor_sp, end_sp)], axis=1)
     y = np.stack([y_cool, y_rack], axis=1)
     state_ok = np.isfinite(x_state).all(axis=1)
-    horizon_ok = np.isfinite(hor_sp).all(axis=1) & np.isfinite(y).all(axis=1)
+    horizon_ok = np.isfinite(hor_sp).all(axis=1) & np.isfinite(end_sp).all(axis=1) & np.isfinite(y).all(axis=1)
     keep = state_ok & horizon_ok
     gaps = GapReport(
         rows=len(grid),

@@ -93,7 +93,7 @@ class EnsembleForecaster:
         with torch.inference_mode(), flush_denormals():
             raw = self.module.forward_broadcast(torch.from_numpy(z_state).float(), torch.from_numpy(z_cand).float())
             mean_z, var_z = mixture(*self.module.split(raw))
-        mean, std = self._to_physical(mean_z.double().numpy(), var_z.double().numpy(), self.spec.anchors(x_state))
+        mean, std = self._to_physical(mean_z.double().numpy(), var_z.double().numpy())
         lo, hi = self._intervals(mean, std)
         ood = self.ood.score_broadcast(z_state, z_cand)
         return Forecast(
@@ -118,14 +118,14 @@ class EnsembleForecaster:
         k = len(TARGETS)
         mean_z = np.concatenate(means) if means else np.empty((0, k))
         var_z = np.concatenate(variances) if variances else np.empty((0, k))
-        mean, std = self._to_physical(mean_z, var_z, self.spec.anchors(x) if len(x) else np.zeros((0, k)))
+        mean, std = self._to_physical(mean_z, var_z)
         lo, hi = self._intervals(mean, std)
         ood = self.ood.score(z) if with_ood and len(z) else np.zeros(len(z))
         return RowPrediction(mean=mean, std=std, lo=lo, hi=hi, ood_score=ood)
 
-    def _to_physical(self, mean_z: FloatArray, var_z: FloatArray, anchors: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Standardised (residual) outputs -> physical mean and std; anchors (1 or n, 2)."""
-        return self.y_scaler.inverse(mean_z) + anchors, np.sqrt(var_z) * self.y_scaler.std
+    def _to_physical(self, mean_z: FloatArray, var_z: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Standardised outputs -> physical mean and std."""
+        return self.y_scaler.inverse(mean_z), np.sqrt(var_z) * self.y_scaler.std
 
     def _intervals(self, mean: FloatArray, std: FloatArray) -> tuple[FloatArray, FloatArray]:
         lo = np.empty_like(mean)

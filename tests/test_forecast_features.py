@@ -57,6 +57,7 @@ def test_targets_are_mean_power_and_max_inlet_over_the_next_hour(history: pd.Dat
         assert fs.x[100, names.index(f"{sp}@now")] == pytest.approx(history[sp].iloc[pos - 1])
         assert fs.x[100, names.index(f"{sp}@change")] == pytest.approx(
             commanded[sp].mean() - history[sp].iloc[pos - 1])
+        assert fs.x[100, names.index(f"{sp}@end")] == pytest.approx(commanded[sp].iloc[-1])
     assert fs.x[100, names.index("it_power_kw@lag3")] == pytest.approx(history["it_power_kw"].iloc[pos - 3])
     # candidate columns come last, after every state column
     assert fs.n_state == len(spec.state_names()) and names[fs.n_state:] == spec.candidate_names()
