@@ -194,7 +194,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from db.records import decision_at, latest_decision
 
     try:
-        row = decision_at(engine, when, site) if when is not None else latest_decision(engine, site)
+        row = decision_at(engine, site, when) if when is not None else latest_decision(engine, site)
     except DatabaseError as exc:
         raise CliError(str(exc)) from None
     if row is None:

@@ -193,7 +193,7 @@ class CycleSettings(_Strict):
 class RetrainingSettings(_Strict):
     """When the daemon retrains (crontab syntax, UTC) and how much history it uses [days]."""
 
-    cron: str = "30 2 * * 0"
+    cron: str = "30 2 * * *"
     history_days: int = Field(default=90, ge=1, le=3650)
 
     @field_validator("cron")

@@ -27,7 +27,6 @@ JsonInput = Mapping[str, Any] | Sequence[Any] | str | None
 DECISION_FIELDS = frozenset({
     "site", "ts", "mode", "outcome", "reason", "model_version", "previous_json", "new_json", "details_json",
 })
-COMMAND_FIELDS = frozenset({"site", "ts", "role", "value_c", "source", "reason", "status", "decision_id", "error"})
 
 
 def _plain(value: Any) -> Any:
@@ -98,27 +97,14 @@ def _require(row: Mapping[str, Any], keys: Iterable[str], what: str) -> None:
 
 # -- decisions ---------------------------------------------------------------------------------
 
-def insert_decision(engine: sa.Engine, site_or_row: str | Mapping[str, Any],
-                    row: Mapping[str, Any] | None = None) -> int:
-    """Store one control-cycle decision; returns its id.
-
-    Call as ``insert_decision(engine, row)`` (site in ``row["site"]``, default
-    "default") or ``insert_decision(engine, site, row)``. Fields: ts (aware), mode,
-    outcome (required); reason, model_version, previous_json / new_json / details_json
-    (dict or JSON text). A ``site_id`` field, if present, must name the same site.
-    """
-    if row is None:
-        if isinstance(site_or_row, str):
-            raise TypeError("insert_decision(engine, site, row): row is missing")
-        row = site_or_row
-        site = str(row.get("site", "default"))
-    else:
-        site = str(site_or_row)
-    return _insert_decision(engine, site, row)
-
-
 @translate_errors
-def _insert_decision(engine: sa.Engine, site: str, row: Mapping[str, Any]) -> int:
+def insert_decision(engine: sa.Engine, site: str, row: Mapping[str, Any]) -> int:
+    """Store one control-cycle decision of ``site`` (created on first write); returns its id.
+
+    ``row`` fields: ts (aware), mode, outcome (required); reason, model_version,
+    previous_json / new_json / details_json (dict or JSON text). A ``site`` or
+    ``site_id`` field, if present, must name the same site.
+    """
     row = _site_fields_checked(row, site, "decision")
     _unknown(row, DECISION_FIELDS, "decision")
     _require(row, ("ts", "mode", "outcome"), "decision")
@@ -165,15 +151,9 @@ def latest_decision(engine: sa.Engine, site: str = "default") -> dict[str, Any] 
 
 
 @translate_errors
-def decision_at(engine: sa.Engine, ts: datetime | str, site: str | datetime = "default") -> dict[str, Any] | None:
-    """The decision in force at ``ts``: the newest one taken at or before it, or None.
-
-    ``decision_at(engine, ts, site)``; ``decision_at(engine, site, ts)`` is accepted too.
-    """
-    if isinstance(ts, str) and isinstance(site, datetime):
-        ts, site = site, ts
-    if not isinstance(site, str) or not isinstance(ts, datetime):
-        raise TypeError("decision_at(engine, ts: datetime, site: str)")
+def decision_at(engine: sa.Engine, site: str, ts: datetime) -> dict[str, Any] | None:
+    """The decision of ``site`` in force at ``ts`` (aware): the newest one taken at or
+    before it, or None. Same dict shape as `latest_decision`."""
     with engine.connect() as conn:
         row = conn.execute(_decision_query(site).where(decisions.c.ts <= _aware(ts, "ts"))).first()
     return None if row is None else _decision_dict(row)
@@ -181,64 +161,53 @@ def decision_at(engine: sa.Engine, ts: datetime | str, site: str | datetime = "d
 
 # -- setpoint commands -------------------------------------------------------------------------
 
-def _command_values(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    _unknown(row, COMMAND_FIELDS, "setpoint command")
-    _require(row, ("ts", "role", "value_c", "source"), "setpoint command")
-    if row["role"] not in SETPOINT_ROLES:
-        raise ValueError(f"setpoint command: role {row['role']!r} is not one of {SETPOINT_ROLES}")
-    value_c = float(row["value_c"])
+def _command_values(
+    role: str, value: float, *, ts: datetime, source: str, reason: str | None, status: str,
+    decision_id: int | None, error: str | None, now: datetime,
+) -> dict[str, Any]:
+    if role not in SETPOINT_ROLES:
+        raise ValueError(f"setpoint command: role {role!r} is not one of {SETPOINT_ROLES}")
+    value_c = float(value)
     if not math.isfinite(value_c):
-        raise ValueError(f"setpoint command: value_c {row['value_c']!r} is not finite")
-    status = str(row.get("status") or "pending")
-    if status not in SETPOINT_COMMAND_STATUSES:
-        raise ValueError(f"setpoint command: status {status!r} is not one of {SETPOINT_COMMAND_STATUSES}")
-    source = str(row["source"])
-    if len(source) > 32:
-        raise ValueError(f"setpoint command: source {source!r} is longer than 32 characters")
+        raise ValueError(f"setpoint command: value_c {value!r} for {role} is not finite")
     return {
-        "ts": _aware(row["ts"], "setpoint command ts"), "role": row["role"], "value_c": value_c,
-        "source": source, "reason": str(row.get("reason") or ""), "status": status,
-        "decision_id": row.get("decision_id"), "error": row.get("error"), "created_at": now,
+        "ts": ts, "role": role, "value_c": value_c, "source": source, "reason": reason or "",
+        "status": status, "decision_id": decision_id, "error": error, "created_at": now,
     }
 
 
-def insert_setpoint_commands(
-    engine: sa.Engine, rows_or_site: Iterable[Mapping[str, Any]] | str, ts: datetime | None = None,
-    values: Mapping[str, float] | None = None, **fields: Any,
-) -> list[int]:
-    """Store setpoint commands (all or none); returns their ids in order.
-
-    Call as ``insert_setpoint_commands(engine, rows)`` with one mapping per command --
-    ts (aware), role (a setpoint role), value_c [C], source (required); site, reason,
-    status ('pending' default, 'sent', 'failed'), decision_id, error -- or as
-    ``insert_setpoint_commands(engine, site, ts, {role: value_c}, source=..., ...)``
-    for one command per role with shared fields.
-    """
-    if isinstance(rows_or_site, str):
-        if ts is None or values is None:
-            raise TypeError("insert_setpoint_commands(engine, site, ts, values, source=...): ts and values needed")
-        rows: list[Mapping[str, Any]] = [
-            {**fields, "site": rows_or_site, "ts": ts, "role": role, "value_c": value} for role, value in values.items()
-        ]
-    else:
-        if ts is not None or values is not None or fields:
-            raise TypeError("insert_setpoint_commands(engine, rows) takes no further arguments")
-        rows = list(rows_or_site)
-    return _insert_setpoint_commands(engine, rows)
-
-
 @translate_errors
-def _insert_setpoint_commands(engine: sa.Engine, rows: list[Mapping[str, Any]]) -> list[int]:
+def insert_setpoint_commands(
+    engine: sa.Engine, site: str, ts: datetime, values: Mapping[str, float], *, source: str,
+    reason: str | None = None, status: str = "pending", decision_id: int | None = None,
+    error: str | None = None,
+) -> list[int]:
+    """Store one setpoint command per role of ``values`` ({role: value_c [C]}) for ``site``
+    (created on first write), all or none; returns their ids in the order of ``values``.
+
+    The other fields are shared by every command: ts (aware), source (required, at most
+    32 characters), reason, status ('pending' default, 'sent', 'failed'), decision_id, error.
+    """
+    if not source:
+        raise ValueError("setpoint command: missing field(s) ['source']")
+    if len(source) > 32:
+        raise ValueError(f"setpoint command: source {source!r} is longer than 32 characters")
+    if status not in SETPOINT_COMMAND_STATUSES:
+        raise ValueError(f"setpoint command: status {status!r} is not one of {SETPOINT_COMMAND_STATUSES}")
+    ts_utc = _aware(ts, "setpoint command ts")
     now = datetime.now(UTC)
-    prepared = [(str(row.get("site", "default")), _command_values(row, now)) for row in rows]
+    prepared = [
+        _command_values(role, value, ts=ts_utc, source=source, reason=reason, status=status,
+                        decision_id=decision_id, error=error, now=now)
+        for role, value in values.items()
+    ]
+    if not prepared:
+        return []
     ids: list[int] = []
     with engine.begin() as conn:
-        site_ids: dict[str, int] = {}
-        for site, values in prepared:
-            if site not in site_ids:
-                site_ids[site] = ensure_site(conn, site)
-            result = conn.execute(sa.insert(setpoint_commands).values(site_id=site_ids[site], **values))
-            ids.append(_inserted_id(result))
+        sid = ensure_site(conn, site)
+        for row in prepared:
+            ids.append(_inserted_id(conn.execute(sa.insert(setpoint_commands).values(site_id=sid, **row))))
     return ids
 
 

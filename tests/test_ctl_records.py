@@ -55,11 +55,11 @@ def test_explain_at_picks_the_decision_in_force(engine: sa.Engine) -> None:
     recorder = DecisionRecorder(engine, SITE)
     first, second = a_decision(NOW), a_decision(later(5))
     id1, id2 = recorder.record(first), recorder.record(second)
-    row = decision_at(engine, later(3), SITE)
+    row = decision_at(engine, SITE, later(3))
     assert row is not None and row["id"] == id1
-    row = decision_at(engine, later(5), SITE)
+    row = decision_at(engine, SITE, later(5))
     assert row is not None and row["id"] == id2
-    assert decision_at(engine, NOW - timedelta(minutes=1), SITE) is None
+    assert decision_at(engine, SITE, NOW - timedelta(minutes=1)) is None
 
 
 def test_db_actuator_writes_sent_rows_that_become_the_last_applied(engine: sa.Engine) -> None:

@@ -28,24 +28,24 @@ T0 = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 
 
 def test_decisions_round_trip_and_lookup_by_time(engine: sa.Engine) -> None:
-    first = insert_decision(engine, {
+    first = insert_decision(engine, "default", {
         "ts": T0, "mode": "ai", "outcome": "applied", "reason": "lowest predicted energy",
         "model_version": "m1", "previous_json": {"chw_supply_sp_c": 7.0}, "new_json": {"chw_supply_sp_c": 7.5},
         "details_json": {"pred_kw": np.float64(201.5), "interval": np.array([190.0, 210.0]), "ood": float("nan")},
     })
-    second = insert_decision(engine, {"ts": T0 + timedelta(minutes=5), "mode": "rules", "outcome": "fallback"})
+    second = insert_decision(engine, "default", {"ts": T0 + timedelta(minutes=5), "mode": "rules", "outcome": "fallback"})
     assert second > first
     latest = latest_decision(engine)
     assert latest is not None and latest["id"] == second and latest["new_json"] == {} and latest["site"] == "default"
-    at = decision_at(engine, T0 + timedelta(minutes=3))
+    at = decision_at(engine, "default", T0 + timedelta(minutes=3))
     assert at is not None and at["id"] == first and at["ts"] == T0
     assert at["details_json"] == {"pred_kw": 201.5, "interval": [190.0, 210.0], "ood": None}
-    assert decision_at(engine, T0 - timedelta(seconds=1)) is None
+    assert decision_at(engine, "default", T0 - timedelta(seconds=1)) is None
     assert latest_decision(engine, site="elsewhere") is None
 
 
-def test_site_first_call_forms(engine: sa.Engine) -> None:
-    """The (engine, site, ...) forms the controller uses store the same rows."""
+def test_rows_go_to_the_named_site(engine: sa.Engine) -> None:
+    """Decisions and commands are stored under the site they are given, not the default one."""
     decision = insert_decision(engine, "dc1", {"ts": T0, "mode": "ai", "outcome": "applied", "site_id": "dc1",
                                                "details_json": '{"ood": 0.4}'})
     found = decision_at(engine, "dc1", T0)
@@ -70,16 +70,19 @@ def test_site_first_call_forms(engine: sa.Engine) -> None:
 )
 def test_bad_decisions_are_rejected(engine: sa.Engine, row: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        insert_decision(engine, row)
+        insert_decision(engine, "default", row)
 
 
 def test_setpoint_commands_and_last_applied(engine: sa.Engine) -> None:
-    decision = insert_decision(engine, {"ts": T0, "mode": "ai", "outcome": "applied"})
-    ids = insert_setpoint_commands(engine, [
-        {"ts": T0, "role": "chw_supply_sp_c", "value_c": 7.5, "source": "controller", "decision_id": decision},
-        {"ts": T0, "role": "supply_air_sp_c", "value_c": 18.5, "source": "controller", "reason": "saves 3 kW"},
-        {"ts": T0 + timedelta(minutes=5), "role": "chw_supply_sp_c", "value_c": 8.0, "source": "operator"},
-    ])
+    decision = insert_decision(engine, "default", {"ts": T0, "mode": "ai", "outcome": "applied"})
+    ids = [
+        *insert_setpoint_commands(engine, "default", T0, {"chw_supply_sp_c": 7.5}, source="controller",
+                                  decision_id=decision),
+        *insert_setpoint_commands(engine, "default", T0, {"supply_air_sp_c": 18.5}, source="controller",
+                                  reason="saves 3 kW"),
+        *insert_setpoint_commands(engine, "default", T0 + timedelta(minutes=5), {"chw_supply_sp_c": 8.0},
+                                  source="operator"),
+    ]
     assert len(ids) == 3 and len(set(ids)) == 3
     assert last_applied_setpoints(engine) == {}
     assert update_setpoint_command_status(engine, ids[:2], "sent", at=T0 + timedelta(seconds=2)) == 2
@@ -94,15 +97,11 @@ def test_setpoint_commands_and_last_applied(engine: sa.Engine) -> None:
 
 def test_setpoint_commands_are_all_or_nothing(engine: sa.Engine) -> None:
     with pytest.raises(ValueError, match="role 'chw_supply_c' is not one of"):
-        insert_setpoint_commands(engine, [
-            {"ts": T0, "role": "chw_supply_sp_c", "value_c": 7.5, "source": "controller"},
-            {"ts": T0, "role": "chw_supply_c", "value_c": 7.5, "source": "controller"},
-        ])
+        insert_setpoint_commands(engine, "default", T0, {"chw_supply_sp_c": 7.5, "chw_supply_c": 7.5},
+                                 source="controller")
     with pytest.raises(DatabaseError):  # foreign key to a decision that does not exist
-        insert_setpoint_commands(engine, [
-            {"ts": T0, "role": "chw_supply_sp_c", "value_c": 7.5, "source": "controller"},
-            {"ts": T0, "role": "chw_supply_sp_c", "value_c": 7.6, "source": "controller", "decision_id": 999},
-        ])
+        insert_setpoint_commands(engine, "default", T0, {"chw_supply_sp_c": 7.5, "supply_air_sp_c": 18.5},
+                                 source="controller", decision_id=999)
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(setpoint_commands)).scalar_one() == 0
 
