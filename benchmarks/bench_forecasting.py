@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def ensemble_only() -> None:
         with torch.inference_mode():
-            mixture(*model.module.split(model.module.forward_broadcast(z_state, z_cand)))
+            raw = model.module.forward_broadcast(z_state, z_cand)
+        mixture(raw.numpy(), model.module.config.n_outputs)
 
     net_ms, _ = _median_ms(ensemble_only, args.score_repeats)
 

@@ -168,7 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"model {r['version']}: {r['samples']['train']} training samples, test window "
         f"{r['window']['test'][0]} .. {r['window']['test'][1]} ({r['samples']['test']} samples)",
         f"gaps: {g['rows'] - g['samples']} of {g['rows']} rows unusable ({g['missing_grid_rows']} absent, "
-        f"{g['dropped_state']} state gaps, {g['dropped_horizon']} horizon gaps); none were filled",
+        f"{g['dropped_state']} state gaps, {g['dropped_horizon']} horizon gaps; {g['outliers_removed']} readings "
+        f"removed as spikes or out of range); none were filled",
         f"epochs {r['epochs_run']} (best {r['best_epoch']}) on {r['device']} in {r['train_seconds']:.1f} s",
         _metrics_table(r["metrics"]),
         f"{decision.reason}",

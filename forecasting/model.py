@@ -24,7 +24,6 @@ from forecasting.features import (
     FeatureSpec,
     Scaler,
     candidate_block,
-    current_setpoints,
     state_vector,
 )
 from forecasting.ood import KnnOod
@@ -63,6 +62,7 @@ class EnsembleForecaster:
         self.ood = ood
         self.meta = dict(meta)
         self.n_state = len(spec.state_names())
+        self._now_cols = [spec.state_names().index(f"{sp}@now") for sp in SETPOINT_ROLES]  # in force at t
 
     # --- Forecaster protocol -------------------------------------------------------
     @property
@@ -88,12 +88,12 @@ class EnsembleForecaster:
             raise ValueError("candidates hold NaN or infinite setpoints")
         x_state = state_vector(state, self.spec)
         z_state = (x_state - self.x_scaler.mean[: self.n_state]) / self.x_scaler.std[: self.n_state]
-        x_cand = candidate_block(current_setpoints(state), cand)
+        x_cand = candidate_block(x_state[self._now_cols], cand)
         z_cand = (x_cand - self.x_scaler.mean[self.n_state:]) / self.x_scaler.std[self.n_state:]
         with torch.inference_mode(), flush_denormals():
             raw = self.module.forward_broadcast(torch.from_numpy(z_state).float(), torch.from_numpy(z_cand).float())
-            mean_z, var_z = mixture(*self.module.split(raw))
-        mean, std = self._to_physical(mean_z.double().numpy(), var_z.double().numpy())
+        mean_z, var_z = mixture(raw.numpy(), self.module.config.n_outputs)
+        mean, std = self._to_physical(mean_z, var_z)
         lo, hi = self._intervals(mean, std)
         ood = self.ood.score_broadcast(z_state, z_cand)
         return Forecast(
@@ -112,9 +112,9 @@ class EnsembleForecaster:
         with torch.inference_mode(), flush_denormals():
             for start in range(0, len(z), CHUNK_ROWS):
                 chunk = torch.from_numpy(z[start: start + CHUNK_ROWS]).float()
-                m, v = mixture(*self.module.split(self.module(chunk)))
-                means.append(m.double().numpy())
-                variances.append(v.double().numpy())
+                m, v = mixture(self.module(chunk).numpy(), self.module.config.n_outputs)
+                means.append(m)
+                variances.append(v)
         k = len(TARGETS)
         mean_z = np.concatenate(means) if means else np.empty((0, k))
         var_z = np.concatenate(variances) if variances else np.empty((0, k))

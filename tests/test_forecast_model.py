@@ -17,7 +17,7 @@ from forecasting.ensemble import BatchedEnsemble, EnsembleConfig, mixture
 from forecasting.features import FeatureSpec, build_samples
 from forecasting.ood import fit_ood
 from forecasting.protocol import Forecast, Forecaster
-from forecasting.train import TrainConfig, TrainResult, fit_forecaster, split_blocks
+from forecasting.train import TrainConfig, TrainResult, cpu_threads, fit_forecaster, split_blocks
 from tests._forecast_synth import synthetic_history
 
 SMALL = TrainConfig(members=3, hidden=(64, 64), max_epochs=25, batch_size=256, min_samples=1000, patience=5)
@@ -60,11 +60,13 @@ def test_broadcast_path_matches_full_rows() -> None:
 
 
 def test_mixture_variance_is_noise_plus_spread() -> None:
-    mean = torch.tensor([[[1.0]], [[3.0]]])
-    var = torch.tensor([[[0.5]], [[1.5]]])
-    mu, total = mixture(mean, var)
-    assert mu.item() == pytest.approx(2.0)
-    assert total.item() == pytest.approx(1.0 + 1.0)
+    net = BatchedEnsemble(EnsembleConfig(n_inputs=3, n_outputs=1, members=2, hidden=(4,)))
+    raw = torch.tensor([[[1.0, 0.2]], [[3.0, -1.0]]])
+    mean, var = net.split(raw)  # the training path (torch) and the inference path (numpy) agree
+    mu, total = mixture(raw.numpy(), 1)
+    assert mu[0, 0] == pytest.approx(2.0)
+    assert total[0, 0] == pytest.approx(float(var.mean()) + 1.0, rel=1e-6)
+    assert float(mean.mean()) == pytest.approx(2.0)
 
 
 def test_conformal_factor_gives_nominal_coverage_on_new_data() -> None:
@@ -164,11 +166,19 @@ def test_seeded_cpu_training_is_reproducible(history: pd.DataFrame) -> None:
 
 def test_baselines_fit_on_the_same_rows(history: pd.DataFrame) -> None:
     fs = build_samples(history, FeatureSpec())
-    fitted = fit_baselines(fs.x[:2000], fs.y[:2000], fs.names)
+    with cpu_threads(1):  # as fit_forecaster does: OpenMP threads spin badly on a shared machine
+        fitted = fit_baselines(fs.x[:2000], fs.y[:2000], fs.names)
     pers = fitted["persistence"].model.predict(fs.x[2000:2100])
     assert np.array_equal(pers[:, 0], fs.x[2000:2100, fs.names.index("cooling_power_kw")])
     ridge = fitted["ridge"].model.predict(fs.x[2000:2100])
     assert mape_pct(fs.y[2000:2100, 0], ridge[:, 0]) < mape_pct(fs.y[2000:2100, 0], pers[:, 0])
+
+
+def test_cpu_thread_limit_is_scoped() -> None:
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
 
 
 def test_device_choice() -> None:
