@@ -63,6 +63,9 @@ class EnsembleForecaster:
         self.meta = dict(meta)
         self.n_state = len(spec.state_names())
         self._now_cols = [spec.state_names().index(f"{sp}@now") for sp in SETPOINT_ROLES]  # in force at t
+        # One control cycle scores several candidate batches against the same state;
+        # the state features are computed once per distinct state (content-keyed).
+        self._state_cache: tuple[bytes, FloatArray] | None = None
 
     # --- Forecaster protocol -------------------------------------------------------
     @property
@@ -86,7 +89,7 @@ class EnsembleForecaster:
             raise ValueError(f"candidates must be (N, {len(SETPOINT_ROLES)}) in {SETPOINT_ROLES} order, got {cand.shape}")
         if not np.isfinite(cand).all():
             raise ValueError("candidates hold NaN or infinite setpoints")
-        x_state = state_vector(state, self.spec)
+        x_state = self._state_features(state)
         z_state = (x_state - self.x_scaler.mean[: self.n_state]) / self.x_scaler.std[: self.n_state]
         x_cand = candidate_block(x_state[self._now_cols], cand)
         z_cand = (x_cand - self.x_scaler.mean[self.n_state:]) / self.x_scaler.std[self.n_state:]
@@ -103,6 +106,20 @@ class EnsembleForecaster:
             rack_inlet_lo_c=lo[:, 1], rack_inlet_hi_c=hi[:, 1],
             ood_score=ood, interval_level=self.interval_level,
         )
+
+    def _state_features(self, state: pd.DataFrame) -> FloatArray:
+        """``state_vector`` of ``state``, reused while the same state content is scored again."""
+        index = pd.DatetimeIndex(state.index).asi8 if isinstance(state.index, pd.DatetimeIndex) else np.empty(0)
+        try:
+            values = np.ascontiguousarray(state.to_numpy(dtype=np.float64, na_value=np.nan)).tobytes()
+        except (TypeError, ValueError):  # non-numeric columns: no cache, state_vector reports the problem
+            return state_vector(state, self.spec)
+        key = b"|".join(("\x1f".join(map(str, state.columns)).encode(), np.ascontiguousarray(index).tobytes(), values))
+        if self._state_cache is not None and self._state_cache[0] == key:
+            return self._state_cache[1].copy()
+        x_state = state_vector(state, self.spec)
+        self._state_cache = (key, x_state.copy())
+        return x_state
 
     # --- batch scoring of full feature rows (evaluation, champion/challenger) -------
     def predict_rows(self, x: FloatArray, with_ood: bool = True) -> RowPrediction:

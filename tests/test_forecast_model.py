@@ -154,6 +154,21 @@ def test_broadcast_predict_equals_row_prediction(trained: TrainResult, history: 
     assert fc.ood_score[0] >= rows.ood_score[0] - 1e-4  # the broadcast OOD path never under-reports
 
 
+def test_state_features_are_reused_only_for_the_same_state(trained: TrainResult, history: pd.DataFrame) -> None:
+    model = trained.forecaster
+    state = history.iloc[-model.history_needed():]
+    cands = np.array([[10.0, 21.0, 24.0], [12.0, 22.0, 26.0]])
+    first = model.predict(state, cands)
+    again = model.predict(state.copy(), cands)  # same content, another object: cached features
+    assert np.array_equal(first.cooling_power_kw, again.cooling_power_kw)
+    hotter = state.copy()
+    hotter["it_power_kw"] = hotter["it_power_kw"] * 1.3  # new content must not reuse the cache
+    changed = model.predict(hotter, cands)
+    assert not np.array_equal(first.cooling_power_kw, changed.cooling_power_kw)
+    fresh = type(model).from_parts(model.tensors(), model.sidecar())  # no cache: the reference answer
+    assert np.allclose(fresh.predict(hotter, cands).cooling_power_kw, changed.cooling_power_kw)
+
+
 def test_seeded_cpu_training_is_reproducible(history: pd.DataFrame) -> None:
     cfg = TrainConfig(members=2, hidden=(16,), max_epochs=2, batch_size=256, min_samples=1000, baselines=False)
     a = fit_forecaster(history, config=cfg, device="cpu").forecaster
