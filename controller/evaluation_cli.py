@@ -47,6 +47,9 @@ def _human(summary: dict[str, Any]) -> str:
                      f"{pct('savings_vs_tuned_pct'):>10} {c['minutes_above_limit']:>10.0f} "
                      f"{c['rack_inlet_max_c']:>11.2f} {pct('fallback_share_pct'):>10}")
     for t in summary["targets"]:
+        if t["value"] is None or t["value"] != t["value"]:
+            lines.append(f"target {t['name']}: not measured")
+            continue
         verdict = "met" if t["met"] else f"MISSED by {t['shortfall']:.2f} {t['unit']}"
         lines.append(f"target {t['name']}: {t['value']:.2f} {t['unit']} ({verdict})")
     lines.append(f"report: {summary['out_dir']}/{summary['files']['report']}")

@@ -300,3 +300,15 @@ def test_summary_diagnosis_and_report_name_the_missed_targets() -> None:
     assert "| CoolPilot (auto) | 240 | " in text
     assert "| oracle_share_vs_tuned_pct | 75.00 % | >= 85.0 % | **no** | 10.00 |" in text
     assert "not from a site" in text
+
+
+def test_diagnosis_flags_an_oracle_that_was_beaten() -> None:
+    from controller.evaluation_run import ControllerRun
+
+    frames = _three_runs()
+    frames["oracle"] = frame(12, cooling_power_kw=260.0, rack_inlet_max_c=26.0)  # worse than CoolPilot's 240
+    runs = {n: ControllerRun(n, f, dict(f[list(SETPOINT_ROLES)].iloc[0]), 1.0) for n, f in frames.items()}
+    summary = summarise(runs, INTERVAL_S, 27.0, horizon_rows=3)
+    assert summary["controllers"]["coolpilot"]["oracle_share_vs_tuned_pct"] == pytest.approx(150.0)
+    notes = diagnose({**summary, "identical_start": True})
+    assert any("used less cooling energy than the oracle" in n for n in notes)

@@ -30,7 +30,7 @@ CONFIG = """site_id = "eval"
 [optimizer]
 grid_points_per_role = 5
 random_candidates = 300
-refine_candidates = 200
+refine_iterations = 0
 """
 
 
