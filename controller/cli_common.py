@@ -12,6 +12,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
@@ -55,6 +56,15 @@ def emit(args: argparse.Namespace, payload: Mapping[str, Any], human: str) -> No
     else:
         sys.stdout.write(human.rstrip("\n") + "\n")
     sys.stdout.flush()
+
+
+def parse_start(text: str) -> datetime:
+    """A ``--start`` value as an aware UTC datetime; naive values are taken as UTC."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--start {text!r} is not an ISO date or date-time (e.g. 2023-07-01 or 2023-07-01T06:00)") from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def progress(message: str) -> None:

@@ -5,22 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.cli_common import CliError, add_json_arg, emit, progress
+from controller.cli_common import CliError, add_json_arg, emit, parse_start, progress
 from controller.evaluation_run import DEFAULT_PLANT, DEFAULT_START, EvaluationError, EvaluationOptions
 
 DEFAULT_OUT = "coolpilot-eval"
-
-
-def _start(text: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise CliError(f"--start {text!r} is not an ISO date or date-time (e.g. 2023-07-15)") from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -80,7 +71,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         opts = EvaluationOptions(
             climate=args.climate, workload=args.workload,
-            start=_start(args.start) if args.start else DEFAULT_START, days=args.days,
+            start=parse_start(args.start) if args.start else DEFAULT_START, days=args.days,
             train_days=args.train_days, seed=args.seed, plant=args.plant or DEFAULT_PLANT,
             explore_share=args.explore, config=config, train_config=train_config, device=args.device,
         )

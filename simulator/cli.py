@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from controller.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
+from controller.cli_common import CliError, add_db_arg, add_json_arg, emit, parse_start, progress
 from controller.rules import PRESETS
 from db.roles import MEASUREMENT_ROLES
 from simulator.drivers import SHIPPED_CLIMATES, DriverError
@@ -31,16 +31,6 @@ CHUNK_DAYS = 7.0
 MAX_DAYS = 3660.0
 
 
-def _start(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise CliError(f"--start {text!r} is not an ISO date or date-time (e.g. 2023-07-01 or 2023-07-01T06:00)") from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
 def _build_plant(args: argparse.Namespace) -> Plant:
     spec = args.plant or "simulator.plant_sim:make_plant"
     try:
@@ -49,7 +39,7 @@ def _build_plant(args: argparse.Namespace) -> Plant:
         raise CliError(str(exc)) from None
     if not callable(factory):
         raise CliError(f"--plant {spec!r} is not callable")
-    offered: dict[str, Any] = {"climate": args.climate, "workload": args.workload, "start": _start(args.start), "seed": args.seed}
+    offered: dict[str, Any] = {"climate": args.climate, "workload": args.workload, "start": None if args.start is None else parse_start(args.start), "seed": args.seed}
     try:
         params = inspect.signature(factory).parameters
         takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
