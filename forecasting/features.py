@@ -318,17 +318,39 @@ def require_enough(fs: FeatureSet, min_samples: int, max_gap_share: float = 0.5)
         )
 
 
+def bridge_single_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fill each isolated one-record gap with the mean of its two neighbours (inference only).
+
+    A historian routinely drops a single 5-minute record; without this, one dropout
+    leaves the lag and rolling features of the next hour incomplete and the controller
+    falls back for an hour. Only gaps with a reading on both sides are bridged: the
+    newest row is never filled (freshness stays the quality check's job), and runs of
+    two or more missing records stay gaps. Training never uses this.
+    """
+    out = frame.copy()
+    for col in out.columns:
+        s = out[col]
+        if not pd.api.types.is_numeric_dtype(s):
+            continue
+        prev, nxt = s.shift(1), s.shift(-1)
+        lone = s.isna() & prev.notna() & nxt.notna()
+        if lone.any():
+            out.loc[lone, col] = ((prev + nxt) / 2.0)[lone]
+    return out
+
+
 def state_vector(history: pd.DataFrame, spec: FeatureSpec) -> FloatArray:
     """The state columns for the most recent row of a history frame, as a (n_state,) vector.
 
-    Raises `FeatureError` naming the offending columns when the latest state has gaps.
+    Isolated one-record gaps are bridged (`bridge_single_gaps`); raises `FeatureError`
+    naming the offending columns when the latest state still has gaps.
     """
     check_roles(history, spec)
     need = spec.history_needed()
     grid = regular_grid(history)
     if len(grid) < need:
         raise FeatureError(f"state needs {need} rows of 5-minute history, got {len(grid)}")
-    tail = _with_wetbulb(grid.iloc[-need:], spec)
+    tail = _with_wetbulb(bridge_single_gaps(grid.iloc[-need:]), spec)
     row = _state_block(tail, spec).iloc[-1]
     bad = [str(name) for name, v in row.items() if not np.isfinite(v)]
     if bad:

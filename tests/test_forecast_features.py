@@ -14,6 +14,7 @@ from forecasting.features import (
     FeatureError,
     FeatureSpec,
     Scaler,
+    bridge_single_gaps,
     build_samples,
     current_setpoints,
     require_enough,
@@ -139,6 +140,28 @@ def test_state_vector_equals_the_training_row(history: pd.DataFrame) -> None:
     holed.loc[holed.index[-1], "supply_air_c"] = np.nan
     with pytest.raises(FeatureError, match="supply_air_c"):
         state_vector(holed, spec)
+
+
+def test_a_lone_dropout_is_bridged_for_inference_but_longer_gaps_and_the_newest_row_are_not(
+        history: pd.DataFrame) -> None:
+    spec = FeatureSpec()
+    fs = build_samples(history, spec)
+    recent = history.loc[: fs.index[-1]].iloc[-spec.history_needed():]
+    role = spec.rolling_roles[0]
+    lone = recent.copy()
+    lone.loc[lone.index[-4], role] = np.nan  # one dropout inside the rolling window
+    bridged = bridge_single_gaps(lone)
+    neighbours = (recent[role].iloc[-5] + recent[role].iloc[-3]) / 2.0
+    assert bridged[role].iloc[-4] == pytest.approx(neighbours)
+    assert np.isfinite(state_vector(lone, spec)).all()
+    two = recent.copy()
+    two.loc[two.index[-5:-3], role] = np.nan  # two in a row: still a gap
+    assert bridge_single_gaps(two)[role].iloc[-5:-3].isna().all()
+    with pytest.raises(FeatureError, match=role):
+        state_vector(two, spec)
+    newest = recent.copy()
+    newest.loc[newest.index[-1], role] = np.nan  # never filled: freshness is not invented
+    assert np.isnan(bridge_single_gaps(newest)[role].iloc[-1])
 
 
 def test_spec_and_scaler_round_trip_as_plain_json() -> None:
