@@ -39,16 +39,21 @@ def energy_kwh(frame: pd.DataFrame, interval_s: float) -> dict[str, float]:
     """IT, cooling and facility energy over the frame [kWh].
 
     Uses the per-interval energy columns (``it_kwh`` ...) where present, else power x
-    record interval; facility defaults to IT + cooling when there is no meter.
+    record interval, with missing readings filled by the mean power (a gap is not zero
+    power); facility defaults to IT + cooling when there is no meter.
     """
     hours = interval_s / 3600.0
+
+    def integral(power: pd.Series) -> float:
+        return float(power.mean() * len(frame) * hours) if power.notna().any() else math.nan
+
     out: dict[str, float] = {}
     for key, power in (("it_kwh", "it_power_kw"), ("cooling_kwh", "cooling_power_kw")):
-        out[key] = float(frame[key].sum()) if key in frame else float(frame[power].sum() * hours)
+        out[key] = float(frame[key].sum()) if key in frame else integral(frame[power])
     if "facility_kwh" in frame:
         out["facility_kwh"] = float(frame["facility_kwh"].sum())
     elif "facility_power_kw" in frame and frame["facility_power_kw"].notna().any():
-        out["facility_kwh"] = float(frame["facility_power_kw"].sum() * hours)
+        out["facility_kwh"] = integral(frame["facility_power_kw"])
     else:
         out["facility_kwh"] = out["it_kwh"] + out["cooling_kwh"]
     return out

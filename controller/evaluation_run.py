@@ -293,46 +293,46 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
         write_wide(engine, history, site)
     except DatabaseError as exc:
         raise EvaluationError(f"evaluation database: {exc}") from None
-    train_config = opts.train_config if opts.train_config is not None else TrainConfig(baselines=False,
-                                                                                       seed=opts.seed)
-    say(f"training the ensemble on {len(history)} records ({train_config.members} members, "
-        f"up to {train_config.max_epochs} epochs) ...")
-    trained = Retrainer(engine, site, out_dir / "models", history_days=math.ceil(opts.train_days),
-                        train_config=train_config, device=opts.device)()
-    if not trained.ok:
-        raise EvaluationError(f"training failed: {trained.error}")
-    provider = ChampionProvider(engine, site)
-    model = provider()
-    if model is None:
-        raise EvaluationError("training registered no champion model")
-    horizon_rows = max(round(model.horizon_min * 60.0 / interval), 1)
-    say(f"model {trained.version} trained in {trained.duration_s:.0f} s: cooling power MAE "
-        f"{trained.cooling_power_mae_kw:.1f} kW, rack inlet MAE {trained.rack_inlet_mae_c:.2f} K")
-
     runs: dict[str, ControllerRun] = {}
     skipped: dict[str, str] = {}
     identical = True
-    cp_loop: CoolPilotLoop | None = None
-    for name in opts.controllers:
-        plant = cp_plant if name == "coolpilot" else warmed()[0]
-        identical = identical and _same_reading(plant.read(), start_reading)
-        if name == "coolpilot":
-            cp_loop = CoolPilotLoop(plant, engine, config, provider)
-            control: Callable[[], None] = cp_loop
-        elif name == "oracle":
-            if not hasattr(plant, "steady_state"):
-                skipped[name] = "the plant has no steady_state() model to search"
-                continue
-            decide = oracle_decide(plant, env, limit_c)  # type: ignore[arg-type]
-            control = _applying(plant, decide)
-        else:
-            control = _applying(plant, rules_decide(name, env))  # type: ignore[arg-type]
-        say(f"running {name} over {opts.days:g} days from {plant.now:%Y-%m-%d %H:%M} UTC ...")
-        t0 = time.perf_counter()
-        frame, initial = run_frame(plant, control, records)
-        runs[name] = ControllerRun(name, frame, initial, time.perf_counter() - t0,
-                                   cp_loop.decisions() if name == "coolpilot" and cp_loop else None)
-    engine.dispose()
+    try:
+        train_config = opts.train_config if opts.train_config is not None else TrainConfig(baselines=False,
+                                                                                           seed=opts.seed)
+        say(f"training the ensemble on {len(history)} records ({train_config.members} members, "
+            f"up to {train_config.max_epochs} epochs) ...")
+        trained = Retrainer(engine, site, out_dir / "models", history_days=math.ceil(opts.train_days),
+                            train_config=train_config, device=opts.device)()
+        if not trained.ok:
+            raise EvaluationError(f"training failed: {trained.error}")
+        provider = ChampionProvider(engine, site)
+        model = provider()
+        if model is None:
+            raise EvaluationError("training registered no champion model")
+        horizon_rows = max(round(model.horizon_min * 60.0 / interval), 1)
+        say(f"model {trained.version} trained in {trained.duration_s:.0f} s: cooling power MAE "
+            f"{trained.cooling_power_mae_kw:.1f} kW, rack inlet MAE {trained.rack_inlet_mae_c:.2f} K")
+        for name in opts.controllers:
+            plant = cp_plant if name == "coolpilot" else warmed()[0]
+            identical = identical and _same_reading(plant.read(), start_reading)
+            cp_loop: CoolPilotLoop | None = None
+            if name == "coolpilot":
+                cp_loop = CoolPilotLoop(plant, engine, config, provider)
+                control: Callable[[], None] = cp_loop
+            elif name == "oracle":
+                if not hasattr(plant, "steady_state"):
+                    skipped[name] = "the plant has no steady_state() model to search"
+                    continue
+                control = _applying(plant, oracle_decide(plant, env, limit_c))  # type: ignore[arg-type]
+            else:
+                control = _applying(plant, rules_decide(name, env))  # type: ignore[arg-type]
+            say(f"running {name} over {opts.days:g} days from {plant.now:%Y-%m-%d %H:%M} UTC ...")
+            t0 = time.perf_counter()
+            frame, initial = run_frame(plant, control, records)
+            runs[name] = ControllerRun(name, frame, initial, time.perf_counter() - t0,
+                                       cp_loop.decisions() if cp_loop is not None else None)
+    finally:
+        engine.dispose()
     summary = summarise(runs, interval, limit_c, horizon_rows)
     summary.update(
         schema=SCHEMA, settings=_settings(opts, config, cp_plant, window_start, records, history_start, takes_start),
@@ -347,8 +347,10 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
     return EvaluationResult(summary, runs, horizon_rows)
 
 
+def _applying(plant: Plant,
+              decide: Callable[[dict[str, float], dict[str, float]], dict[str, float]]) -> Callable[[], None]:
+    """A `run_frame` control that applies a decide function's setpoints to the plant."""
 
-def _applying(plant: Plant, decide: Callable[[dict[str, float], dict[str, float]], dict[str, float]]) -> Callable[[], None]:
     def control() -> None:
         plant.apply(decide(plant.read(), plant.setpoints()))
 

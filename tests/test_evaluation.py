@@ -40,6 +40,14 @@ def test_energy_from_power_when_no_interval_energy_is_kept() -> None:
     assert e["facility_kwh"] == pytest.approx(2600.0)  # no meter: IT + cooling
 
 
+def test_energy_fills_missing_readings_with_the_mean_power() -> None:
+    cooling = [300.0] * 11 + [np.nan]
+    e = ev.energy_kwh(frame(12, cooling_power_kw=cooling, facility_power_kw=[1300.0] * 6 + [np.nan] * 6),
+                      INTERVAL_S)
+    assert e["cooling_kwh"] == pytest.approx(300.0)  # one hour at 300 kW, not 11/12 of it
+    assert e["facility_kwh"] == pytest.approx(1300.0)
+
+
 def test_energy_prefers_the_booked_interval_energy() -> None:
     f = frame(12, cooling_kwh=30.0, it_kwh=80.0, facility_kwh=115.0)
     e = ev.energy_kwh(f, INTERVAL_S)
