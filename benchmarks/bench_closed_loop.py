@@ -14,6 +14,10 @@ the background, or a subset:
     python benchmarks/bench_closed_loop.py                                  # everything
     python benchmarks/bench_closed_loop.py --climates leesburg --seasons summer
     python benchmarks/bench_closed_loop.py --days 2 --train-days 14 --max-epochs 10   # a quick look
+    python benchmarks/bench_closed_loop.py --jobs 8     # the set in parallel on a 16-core machine
+
+With ``--jobs N`` the runs go to N worker processes, each with cores / N torch threads;
+the JSON lines then come in the order the runs finish (each names its run).
 
 Progress goes to stderr; stdout gets one JSON line per run. Each run's report, plots
 and JSON land in ``--out/<climate>-<season>/``; ``--markdown FILE`` also writes the
@@ -24,9 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,6 +109,37 @@ def markdown_table(lines: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def run_one(climate: str, season: str, args: argparse.Namespace, threads: int | None = None) -> dict[str, Any]:
+    """One evaluation run, its outputs written, and its JSON line (also the worker of ``--jobs``)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    train_config = None
+    if args.max_epochs is not None:
+        from forecasting.train import TrainConfig
+
+        train_config = TrainConfig(baselines=False, seed=args.seed, max_epochs=args.max_epochs)
+    start = SEASON_STARTS[season]
+    out = args.out / f"{climate}-{season}"
+    command = shlex.join(["coolpilot", "evaluate", "--climate", climate, "--start", f"{start:%Y-%m-%d}",
+                          "--days", f"{args.days:g}", "--train-days", f"{args.train_days:g}", "--seed",
+                          str(args.seed), "--out", str(out)]
+                         + (["--max-epochs", str(args.max_epochs)] if args.max_epochs else []))
+    tag = f"[{climate} {season}]"
+    print(f"{tag} {command}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    opts = EvaluationOptions(climate=climate, start=start, days=args.days, train_days=args.train_days,
+                             seed=args.seed, train_config=train_config)
+
+    def say(message: str) -> None:
+        print(f"{tag} {message}", file=sys.stderr, flush=True)
+
+    result = evaluate(opts, out, say=say)
+    summary = write_outputs(result, out, command=command)
+    return run_line(climate, season, summary, time.perf_counter() - t0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--climates", type=lambda t: _list(t, CLIMATES), default=list(CLIMATES))
@@ -113,38 +151,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("coolpilot-eval/bench"),
                         help="output folder (default coolpilot-eval/bench, git-ignored)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the results table here")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
     args = parser.parse_args(argv)
 
-    train_config = None
-    if args.max_epochs is not None:
-        from forecasting.train import TrainConfig
-
-        train_config = TrainConfig(baselines=False, seed=args.seed, max_epochs=args.max_epochs)
+    runs = [(c, s) for c in args.climates for s in args.seasons]
     lines: list[dict[str, Any]] = []
-    for climate in args.climates:
-        for season in args.seasons:
-            start = SEASON_STARTS[season]
-            out = args.out / f"{climate}-{season}"
-            command = shlex.join(["coolpilot", "evaluate", "--climate", climate, "--start", f"{start:%Y-%m-%d}",
-                                  "--days", f"{args.days:g}", "--train-days", f"{args.train_days:g}", "--seed",
-                                  str(args.seed), "--out", str(out)]
-                                 + (["--max-epochs", str(args.max_epochs)] if args.max_epochs else []))
-            print(f"[{climate} {season}] {command}", file=sys.stderr, flush=True)
-            t0 = time.perf_counter()
-            opts = EvaluationOptions(climate=climate, start=start, days=args.days, train_days=args.train_days,
-                                     seed=args.seed, train_config=train_config)
-            tag = f"[{climate} {season}]"
 
-            def say(message: str, tag: str = tag) -> None:
-                print(f"{tag} {message}", file=sys.stderr, flush=True)
+    def done(line: dict[str, Any]) -> None:
+        lines.append(line)
+        print(json.dumps(_jsonable(line), sort_keys=True), flush=True)
+        if args.markdown is not None:  # rewritten after every run, so a long benchmark can be read as it goes
+            args.markdown.write_text(markdown_table(lines), encoding="utf-8")
 
-            result = evaluate(opts, out, say=say)
-            summary = write_outputs(result, out, command=command)
-            line = run_line(climate, season, summary, time.perf_counter() - t0)
-            lines.append(line)
-            print(json.dumps(_jsonable(line), sort_keys=True), flush=True)
-            if args.markdown is not None:  # rewritten after every run, so a long benchmark can be read as it goes
-                args.markdown.write_text(markdown_table(lines), encoding="utf-8")
+    if args.jobs <= 1:
+        for climate, season in runs:
+            done(run_one(climate, season, args))
+        return 0
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_one, c, s, args, threads) for c, s in runs]
+        for future in as_completed(futures):
+            done(future.result())
     return 0
 
 

@@ -15,12 +15,14 @@ from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from db.roles import SETPOINT_ROLES
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
+CW_SETPOINT = "cw_supply_sp_c"
 CHW_INDEX = SETPOINT_ROLES.index("chw_supply_sp_c")
 SUPPLY_AIR_INDEX = SETPOINT_ROLES.index("supply_air_sp_c")
 
@@ -98,3 +100,56 @@ def neighbours(center: FloatArray, steps_k: FloatArray, lo: FloatArray, hi: Floa
             rows.append(row)
             labels.append((i, sign * float(step)))
     return np.vstack(rows), labels
+
+
+def latest_move_signs(frame: pd.DataFrame, rows: int, eps_k: float = 1e-3) -> dict[str, int]:
+    """Per setpoint role: +1 / -1 if its latest change in the last ``rows`` rows went up / down.
+
+    ``frame``: the historian window with the measured setpoint columns [C]; roles that
+    did not move (by more than ``eps_k``) in those rows are left out.
+    """
+    signs: dict[str, int] = {}
+    if rows <= 0:
+        return signs
+    for role in SETPOINT_ROLES:
+        if role not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[role], errors="coerce").to_numpy(dtype=np.float64)[-(rows + 1):]
+        steps = np.diff(values[np.isfinite(values)])
+        moved = steps[np.abs(steps) > eps_k]
+        if len(moved):
+            signs[role] = 1 if moved[-1] > 0 else -1
+    return signs
+
+
+def block_reversals(box: Mapping[str, tuple[float, float]], hold: Mapping[str, float],
+                    signs: Mapping[str, int]) -> dict[str, tuple[float, float]]:
+    """The box narrowed so that no role moves against its latest recent move [C].
+
+    Why: a setpoint that went up and comes straight back down wears valves and
+    compressors, keeps the plant in transients the model saw little of, and is how a
+    model-driven loop chatters at the edge of what it knows. A role may keep going the
+    same way or hold; reversing waits until the move is older than the dwell.
+    """
+    out = dict(box)
+    for role, sign in signs.items():
+        if role not in out or role not in hold:
+            continue
+        lo, hi = out[role]
+        h = min(max(hold[role], lo), hi)
+        out[role] = (h, hi) if sign > 0 else (lo, h)
+    return out
+
+
+def tower_floor(box: Mapping[str, tuple[float, float]], wetbulb_c: float,
+                approach_k: float) -> dict[str, tuple[float, float]]:
+    """The box with condenser water raised to at least wet-bulb + approach [C], within its interval.
+
+    Towers cannot cool water below the wet-bulb plus their approach; asking for it only
+    runs their fans flat out. Unknown wet-bulb (NaN) or ``approach_k`` 0 leaves the box.
+    """
+    out = dict(box)
+    if approach_k > 0.0 and np.isfinite(wetbulb_c) and CW_SETPOINT in out:
+        lo, hi = out[CW_SETPOINT]
+        out[CW_SETPOINT] = (min(max(lo, wetbulb_c + approach_k), hi), hi)
+    return out

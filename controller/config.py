@@ -52,7 +52,8 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # strict: TOML values are typed, so `max_c = true` must not become 1.0 C, nor `window_rows = 2.5` an int
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class DatabaseSettings(_Strict):
@@ -124,9 +125,16 @@ def _default_setpoints() -> dict[str, SetpointSettings]:
 
 
 class CouplingSettings(_Strict):
-    """Supply air must sit at least ``min_coil_approach_k`` [K] above chilled water."""
+    """Supply air must sit at least ``min_coil_approach_k`` [K] above chilled water.
+
+    ``min_tower_approach_k`` [K]: the optimiser never asks for condenser water closer
+    than this to the outdoor wet-bulb (0 disables). Below it the towers run flat out and
+    still miss the setpoint: fan energy for nothing, in a region the model has seldom
+    seen. The rules and the safety gate are not bound by it.
+    """
 
     min_coil_approach_k: float = Field(default=3.0, ge=0.0, le=15.0)
+    min_tower_approach_k: float = Field(default=3.0, ge=0.0, le=15.0)
 
 
 class SafetySettings(_Strict):
@@ -150,6 +158,19 @@ class ThresholdSettings(_Strict):
     max_ood_score: float = Field(default=1.0, gt=0.0)
     min_saving_pct: float = Field(default=1.0, ge=0.0, le=100.0)
     min_saving_kw: float = Field(default=0.0, ge=0.0)
+    # Forecast drift: once the mean relative error of the last ``forecast_error_window``
+    # matured cooling-power forecasts exceeds this share, the model is withdrawn (the
+    # rules decide) and retraining is requested (``controller.forecast_check``).
+    max_forecast_error_frac: float = Field(default=0.25, gt=0.0)
+    forecast_error_window: int = Field(default=12, ge=1, le=2016)
+    # When holding the current setpoints is itself unsure (out of distribution, too
+    # uncertain, predicted too hot) but some candidates are sure, move to the cheapest
+    # sure one instead of handing over to the rules. Without it, a plant run at the edge
+    # of the training data flips between optimised and fallback cycles (a limit cycle).
+    recover_to_sure: bool = True
+    # Candidates are ranked, and their saving over holding judged, by mean power plus this
+    # many standard deviations (0: the mean alone): guards against the optimiser's curse.
+    power_risk_k: float = Field(default=0.0, ge=0.0, le=5.0)
 
 
 class QualitySettings(_Strict):
@@ -177,12 +198,15 @@ class OptimizerSettings(_Strict):
 
     grid_points_per_role: int = Field(default=9, ge=2, le=41)
     random_candidates: int = Field(default=3000, ge=0, le=200_000)
+    # A setpoint may not reverse its latest move until that move is this many cycles
+    # old (0 disables): damps chattering; the hot guard and the rules are not bound by it.
+    reversal_dwell_cycles: int = Field(default=6, ge=0, le=288)
     refine_candidates: int = Field(default=1500, ge=0, le=200_000)
     refine_iterations: int = Field(default=1, ge=0, le=10)
     elite_fraction: float = Field(default=0.05, gt=0.0, le=0.5)
     runner_ups: int = Field(default=5, ge=0, le=50)
     what_if: bool = True  # score each setpoint moved one step either way, for `coolpilot explain`
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0)  # numpy refuses negative seeds
 
 
 class CycleSettings(_Strict):
@@ -236,7 +260,7 @@ class MqttSettings(_Strict):
             raise ValueError("topic must not contain MQTT wildcards # or +")
         try:
             value.format(site_id="s", role="r")
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:  # '{site_id.x}': AttributeError
             raise ValueError(f"topic may use only {{site_id}} and {{role}}: {exc}") from None
         return value
 

@@ -28,11 +28,18 @@ import pandas as pd
 
 from controller.actuators import ActuationResult
 from controller.bounds import SetpointEnvelope
-from controller.candidates import to_mapping, to_vector
+from controller.candidates import block_reversals, latest_move_signs, to_mapping, to_vector, tower_floor
 from controller.config import Config
 from controller.decision import Decision, Outcome, Prediction
 from controller.optimizer import ModelError, OptimisationResult, optimise, take, what_if_rows
-from controller.quality import QualityIssue, QualityReport, check_window
+from controller.quality import (
+    QualityIssue,
+    QualityReport,
+    check_window,
+    clock_problem,
+    mask_out_of_range,
+    usable_window,
+)
 from controller.safety import allowed_box, clamped_reference, gate, hot_guard_active, verify
 from db.query import WideFrame
 from db.roles import REQUIRED_MEASUREMENT_ROLES, ROLES, SETPOINT_ROLES
@@ -91,6 +98,8 @@ def _reference(mode: str, last_applied: Mapping[str, float] | None, measured: Ma
     for role in SETPOINT_ROLES:
         applied = _finite((last_applied or {}).get(role))
         seen = _finite(measured.get(role))
+        if seen is not None and not ROLES[role].physical_min <= seen <= ROLES[role].physical_max:
+            seen = None  # an impossible readback is a bad reading, not someone else's move
         if seen is not None and (mode == "advisory" or applied is None
                                  or abs(seen - applied) > envelope.bounds(role).max_step_k + 1e-9):
             ref[role] = seen
@@ -113,11 +122,18 @@ def _plausible(measured: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+def _wetbulb(readings: Mapping[str, float]) -> float:
+    """The outdoor wet-bulb [C]: measured, else from dry-bulb and humidity (NaN when neither)."""
+    measured = readings.get(WETBULB, math.nan)
+    if math.isfinite(measured):
+        return measured
+    return float(wetbulb_c(readings.get("outdoor_drybulb_c", math.nan), readings.get("outdoor_rh_pct", math.nan)))
+
+
 def _rules(config: Config, measured: Mapping[str, float], reference: Mapping[str, float]) -> tuple[dict[str, float], str]:
     """The rule-based proposal; a failing rules module holds the reference instead."""
     readings = {**dict.fromkeys(RULE_INPUTS, math.nan), **_plausible(measured), **reference}
-    if not math.isfinite(readings[WETBULB]):  # the tuned rules reset condenser water on wet-bulb
-        readings[WETBULB] = float(wetbulb_c(readings["outdoor_drybulb_c"], readings["outdoor_rh_pct"]))
+    readings[WETBULB] = _wetbulb(readings)  # the tuned rules reset condenser water on wet-bulb
     try:
         from controller.rules import rule_setpoints
 
@@ -127,11 +143,17 @@ def _rules(config: Config, measured: Mapping[str, float], reference: Mapping[str
         return dict(reference), f"; rules failed ({type(exc).__name__}: {exc}), holding"
 
 
+class ModelWithdrawn(Exception):
+    """Raised by a model source that has a model but withholds it (e.g. its forecasts drifted); says why."""
+
+
 def _resolve(forecaster: ForecasterSource) -> tuple[Forecaster | None, str | None]:
     if forecaster is None or isinstance(forecaster, Forecaster):
         return forecaster, None
     try:
         return forecaster(), None
+    except ModelWithdrawn as exc:
+        return None, f"model withdrawn: {exc}"
     except Exception as exc:  # loading a model is I/O plus untrusted files: fall back, never crash
         return None, f"cannot load model: {type(exc).__name__}: {exc}"
 
@@ -159,7 +181,7 @@ def _fallback(config: Config, measured: Mapping[str, float], reference: Mapping[
 
 def _plan(config: Config, report: QualityReport, measured: Mapping[str, float], reference: dict[str, float],
           hot: bool, model: Forecaster | None, model_problem: str | None, state: pd.DataFrame,
-          read_error: str | None, rng: np.random.Generator) -> _Plan:
+          read_error: str | None, rng: np.random.Generator, move_signs: Mapping[str, int]) -> _Plan:
     if config.mode == "manual":
         return _Plan(reference, "manual", "manual mode: holding operator pins " + ", ".join(
             f"{r}={v}" for r, v in config.pins().items()))
@@ -172,12 +194,19 @@ def _plan(config: Config, report: QualityReport, measured: Mapping[str, float], 
         return _fallback(config, measured, reference, "other", "current setpoints unknown for " + ", ".join(unknown))
     if not report.ok:
         return _fallback(config, measured, reference, "bad_data", "bad data: " + report.summary())
+    rack, limit = measured.get(RACK_INLET, math.nan), config.safety.rack_inlet_limit_c
+    if rack >= limit:  # the plant is not where any model put it: the rules cool, the hot guard allows only that
+        return _fallback(config, measured, reference, "verification_veto",
+                         f"measured rack inlet {rack:.2f} C is at or above the {limit} C limit")
     if model is None:
         return _fallback(config, measured, reference, "no_model" if model_problem is None else "model_error",
                          model_problem or "no trained model available")
     env = config.envelope()
     hold = gate(reference, reference, env, pins=config.pins(), hot_guard=hot).setpoints
     box = allowed_box(clamped_reference(reference, env), env, hot_guard=hot)
+    if not hot:
+        box = block_reversals(box, hold, move_signs)
+    box = tower_floor(box, _wetbulb(_plausible(measured)), config.coupling.min_tower_approach_k)
     box.update({r: (hold[r], hold[r]) for r in config.pins()})
     try:
         opt = optimise(model, state, to_vector(hold), box, config, rng)
@@ -214,6 +243,16 @@ def _scored(opt: OptimisationResult | None, new: Mapping[str, float],
     return found[0], found[1]
 
 
+def model_state(frame: pd.DataFrame, model: Forecaster) -> pd.DataFrame:
+    """The roles and rows of the cycle's window that ``model`` scores.
+
+    Everything that asks the model about this cycle passes this same frame, so the
+    model's per-state feature cache is hit instead of recomputed.
+    """
+    wanted = set(model.required_roles())
+    return frame[[c for c in frame.columns if c in wanted]].tail(max(model.history_needed(), 1))
+
+
 def decide(
     config: Config,
     frame: pd.DataFrame | None,
@@ -223,17 +262,30 @@ def decide(
     *,
     read_error: str | None = None,
     model_problem: str | None = None,
+    clock_error: str | None = None,
     rng: np.random.Generator | None = None,
 ) -> Decision:
     """The decision of one cycle; pure apart from calling the forecaster.
 
     ``read_error``: why the window could not be read (then ``frame`` is None);
-    ``model_problem``: why ``forecaster`` is None although one was expected.
+    ``model_problem``: why ``forecaster`` is None although one was expected;
+    ``clock_error``: why the clock cannot be trusted (``clock_problem``): the window is
+    ignored and the cycle is a ``bad_data`` fallback.
     """
     model = None if config.mode in ("rules", "manual") else forecaster
+    if clock_error is not None:
+        frame = None
     frame = frame if frame is not None else pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC"))
+    frame, window_problem = usable_window(frame)
     checked = tuple(dict.fromkeys((RACK_INLET, *(model.required_roles() if model is not None else ()))))
+    frame, masked = mask_out_of_range(frame)
     report = check_window(frame, checked, now, config.cycle.interval_s, config.quality)
+    if clock_error is not None:
+        report = QualityReport(issues=(QualityIssue("clock", "freshness", clock_error), *report.issues),
+                               latest=report.latest)
+    if window_problem is not None:
+        report = QualityReport(issues=(QualityIssue("window", "format", window_problem), *report.issues),
+                               latest=report.latest)
     bad = {i.role for i in report.issues}
     measured = {r: (math.nan if r in bad else v) for r, v in _latest(frame).items()}
     env = config.envelope()
@@ -242,16 +294,16 @@ def decide(
     hot = hot_guard_active(measured.get(RACK_INLET), safety.rack_inlet_limit_c, safety.near_limit_margin_k)
     if rng is None:
         rng = np.random.default_rng(config.optimizer.seed if config.optimizer.seed is not None
-                                    else int(now.timestamp()))
+                                    else abs(int(now.timestamp())))  # numpy refuses negative seeds
     state = frame
     if model is not None:  # only the roles the model asked for: an all-NaN optional column is not data
-        wanted = [c for c in frame.columns if c in set(model.required_roles())]
-        state = frame[wanted].tail(max(model.history_needed(), 1))
+        state = model_state(frame, model)
         if len(state) < model.history_needed():
             report = QualityReport(issues=(*report.issues, QualityIssue(
                 "history", "completeness", f"the model needs {model.history_needed()} rows of 5-minute history, "
                                            f"the window holds {len(state)}")), latest=report.latest)
-    plan = _plan(config, report, measured, reference, hot, model, model_problem, state, read_error, rng)
+    move_signs = latest_move_signs(frame, config.optimizer.reversal_dwell_cycles)
+    plan = _plan(config, report, measured, reference, hot, model, model_problem, state, read_error, rng, move_signs)
 
     gated = gate(plan.proposal, reference, env, pins=config.pins(), hot_guard=hot)
     final_check = verify(gated.setpoints, reference, env, rack_inlet_max_c=measured.get(RACK_INLET),
@@ -293,7 +345,7 @@ def decide(
         chosen=chosen, hold=hold_pred, expected_saving_kw=saving, interval_level=interval_level,
         verification_ok=not plan.violations and final_check.ok,
         violations=plan.violations + final_check.violations, gate_adjustments=adjustments,
-        quality_issues=tuple(str(i) for i in report.issues),
+        quality_issues=tuple(str(i) for i in report.issues) + masked,
         binding=() if opt is None else opt.selection.binding, runner_ups=runner_ups, what_if=what_if,
         candidates_scored=0 if opt is None else len(opt.candidates),
         rejected={} if opt is None else dict(opt.selection.rejected),
@@ -343,6 +395,7 @@ def run_cycle(
     model, model_problem = (None, None) if config.mode in ("rules", "manual") else _resolve(forecaster)
     frame: pd.DataFrame | None = None
     read_error = None
+    clock_error = clock_problem(source, now)
     # the grid row labelled t holds readings in (t - 5 min, t]: end just after the last full row
     end = _grid_floor(now) + GRID
     start = end - window_rows(config, model) * GRID
@@ -351,7 +404,7 @@ def run_cycle(
     except Exception as exc:  # a historian failure must become a fallback, not a dead loop
         read_error = str(exc)
     decision = decide(config, frame, now, model, last_applied, read_error=read_error,
-                      model_problem=model_problem, rng=rng)
+                      model_problem=model_problem, clock_error=clock_error, rng=rng)
     decision = replace(decision, duration_s=timer() - started)
     decision_id = recorder.record(decision)
     decision = replace(decision, decision_id=decision_id)

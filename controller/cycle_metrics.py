@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from controller.cycle import ReadingSource, Recorder
+from controller.cycle import ReadingSource, Recorder, model_state
 from controller.decision import Decision
-from controller.forecast_check import COOLING, ForecastLedger, PendingForecast, anchor_row
+from controller.forecast_check import COOLING, DriftCheck, ForecastLedger, PendingForecast, anchor_row
 from controller.metrics import CoolpilotMetrics
 from controller.rules import rule_setpoints
 from controller.safety import gate
@@ -48,6 +48,12 @@ class RecordingSource:
         wide = self.inner.read_wide(roles, start, end, freq)
         self.frame = wide.frame
         return wide
+
+    def latest_timestamp(self) -> datetime | None:
+        """The inner source's newest reading time (the cycle's clock check), None if it cannot tell."""
+        latest: Callable[[], Any] | None = getattr(self.inner, "latest_timestamp", None)
+        value = latest() if callable(latest) else None
+        return value if isinstance(value, datetime) else None
 
 
 def latest_row(frame: pd.DataFrame | None, column: str | None = None) -> datetime | None:
@@ -88,6 +94,8 @@ class CyclePublisher:
         self.metrics, self.source, self.forecaster, self.recorder = metrics, source, forecaster, recorder
         self.period_s = period_s
         self.ledger = ForecastLedger()
+        self.drift = DriftCheck()
+        self._drift_version: str | None = None
         self._published_model: str | None = None
 
     def publish(self, config: Any, decision: Decision, model: Forecaster | None) -> float | None:
@@ -110,7 +118,24 @@ class CyclePublisher:
             self.ledger.add(PendingForecast(anchor_row(decision.ts), int(model.horizon_min),
                                             c.cooling_power_kw, c.cooling_power_lo_kw, c.cooling_power_hi_kw))
         self._check_forecasts()
+        limit = config.thresholds.max_forecast_error_frac
+        m.set_forecast_drift(self.drift.mean_error(), self.drift.drifted(limit) is not None)
         return savings
+
+    def model_drift(self, config: Any, model: Forecaster) -> str | None:
+        """Why ``model`` must be withdrawn because its forecasts drifted, or None.
+
+        A new model version starts a fresh check (and forgets the forecasts still
+        pending from the one before: they are not the new model's).
+        """
+        version = str(model.version)
+        if version != self._drift_version:
+            if self._drift_version is not None:
+                self.ledger = ForecastLedger()
+            self.drift.reset()
+            self._drift_version = version
+        self.drift.resize(config.thresholds.forecast_error_window)
+        return self.drift.drifted(config.thresholds.max_forecast_error_frac)
 
     def _newest_reading(self) -> datetime | None:
         """Time of the newest reading: from the source when it can tell, else the window's last row."""
@@ -136,7 +161,7 @@ class CyclePublisher:
             if rules is None:
                 return None
             vector = np.array([[rules[r] for r in SETPOINT_ROLES]], dtype=np.float64)
-            forecast = model.predict(frame.tail(max(model.history_needed(), 1)), vector)
+            forecast = model.predict(model_state(frame, model), vector)
             value = float(forecast.cooling_power_kw[0]) - chosen.cooling_power_kw
         except Exception as exc:  # an estimate for a metric must never fail the cycle
             log.debug("no savings estimate: %s", exc)
@@ -169,3 +194,4 @@ class CyclePublisher:
         for matured in self.ledger.mature(series, newest):
             f = matured.forecast
             self.metrics.observe_matured_forecast(matured.actual_kw, f.mean_kw, f.lo_kw, f.hi_kw)
+            self.drift.observe(matured)

@@ -15,6 +15,10 @@ between cycles. So:
 * A restart resumes from the database: the caller passes the last applied setpoints
   (``db.records.last_applied_setpoints``) as the rate-limit reference, so a crash
   never causes a jump.
+* A model that cannot be loaded, or whose matured forecasts have drifted past
+  ``thresholds.max_forecast_error_frac`` (``controller.forecast_check.DriftCheck``), is
+  withheld from the cycle (the rules decide, reason ``model_error``) and one training
+  run is requested per problem; a new model version starts with a clean record.
 
 What each cycle publishes is `controller.cycle_metrics`; job timing and the scheduler
 set-up are `controller.scheduler`. Everything with side effects (clock, database,
@@ -40,7 +44,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from controller.config_watch import ConfigHolder
-from controller.cycle import Actuator, ForecasterSource, ReadingSource, Recorder, run_cycle
+from controller.cycle import Actuator, ForecasterSource, ModelWithdrawn, ReadingSource, Recorder, run_cycle
 from controller.cycle_metrics import CyclePublisher, RecordingSource
 from controller.decision import Decision
 from controller.metrics import CoolpilotMetrics
@@ -149,6 +153,7 @@ class Daemon:
         self._source = RecordingSource(parts.source)
         self.publisher = CyclePublisher(parts.metrics, self._source, parts.forecaster, parts.recorder, self.period_s)
         self._model: Forecaster | None = None
+        self._retraining_asked: set[tuple[str, str]] = set()
         self._quality_summary: str | None = None
         self._cycle_lock = threading.Lock()
         self._train_lock = threading.Lock()
@@ -328,6 +333,10 @@ class Daemon:
         if self._pacer is not None:
             self._pacer.join()
         if self._scheduler is not None:
+            # Jobs first, under the scheduler's lock: APScheduler 3 flips to "stopped" before it
+            # takes that lock, and a one-shot job it is removing at that moment kills its thread
+            # with a JobLookupError traceback. Running jobs still finish (shutdown waits for them).
+            self._scheduler.remove_all_jobs()
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
         log.info("stopped after %d cycles", self.cycles)
@@ -422,10 +431,32 @@ class Daemon:
                 log.exception("%s.%s failed", type(hook).__name__, name)
 
     def _resolve_model(self) -> Forecaster | None:
+        """The cycle's model; withheld (and retraining requested) when it cannot load or has drifted."""
         src = self.parts.forecaster
-        model = src if src is None or isinstance(src, Forecaster) else src()
+        try:
+            model = src if src is None or isinstance(src, Forecaster) else src()
+        except Exception as exc:  # the cycle falls back with model_error; a new model may cure it
+            self._request_retraining("model_error", f"{type(exc).__name__}: {exc}")
+            raise
+        if model is not None:
+            drift = self.publisher.model_drift(self.parts.holder.config, model)
+            if drift is not None:
+                self._request_retraining("drift", f"model {model.version}: {drift}")
+                raise ModelWithdrawn(drift)
         self._model = model
         return model
+
+    def _request_retraining(self, reason: str, why: str) -> None:
+        """Log the model problem and ask for one training run per distinct problem."""
+        if (reason, why) in self._retraining_asked:
+            return
+        self._retraining_asked.add((reason, why))
+        if self.parts.retrain is None:
+            log.error("%s; the rules decide (no retraining configured: replace the model)", why)
+            return
+        log.error("%s; the rules decide and retraining is requested", why)
+        self.parts.metrics.retraining_requested(reason)
+        self.submit_training()
 
     def _quality_job(self) -> None:
         p = self.parts

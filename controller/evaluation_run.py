@@ -16,7 +16,6 @@ same safety gate (bounds and rate limits). The figures come from
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import time
@@ -33,7 +32,7 @@ from controller import evaluation as ev
 from controller.config import Config
 from controller.decision import Decision
 from db.roles import MEASUREMENT_ROLES
-from simulator.plant import Plant, load_plant_factory
+from simulator.plant import Plant, PlantFactory
 
 log = logging.getLogger(__name__)
 
@@ -113,33 +112,18 @@ def plant_maker(spec: str, climate: str | None, workload: str | None, seed: int)
     climate or workload it cannot take is an error rather than silently ignored.
     """
     try:
-        factory = load_plant_factory(spec)
+        factory = PlantFactory(spec)
+        factory.refuse_untaken({"climate": climate, "workload": workload})
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
-    if not callable(factory):
-        raise EvaluationError(f"plant {spec!r} is not callable")
-    try:
-        params = inspect.signature(factory).parameters
-        takes = set(params) | ({"climate", "workload", "start", "seed"} if any(
-            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) else set())
-    except (TypeError, ValueError):
-        takes = set()
-    fixed: dict[str, Any] = {"climate": climate, "workload": workload, "seed": seed}
-    refused = [f"--{k}" for k in ("climate", "workload") if fixed[k] is not None and k not in takes]
-    if refused:
-        raise EvaluationError(f"plant {spec!r} does not take {', '.join(refused)}")
-    kwargs = {k: v for k, v in fixed.items() if k in takes and v is not None}
 
     def make(start: datetime) -> Plant:
         try:
-            plant = factory(**kwargs, **({"start": start} if "start" in takes else {}))
+            return factory.build(climate=climate, workload=workload, seed=seed, start=start)
         except (ValueError, OSError) as exc:
             raise EvaluationError(f"plant {spec!r}: {exc}") from None
-        if not isinstance(plant, Plant):
-            raise EvaluationError(f"plant {spec!r} returned {type(plant).__name__}, not a simulator.plant.Plant")
-        return plant
 
-    return make, "start" in takes
+    return make, "start" in factory.takes
 
 
 def run_frame(plant: Plant, control: Callable[[], None], records: int) -> tuple[pd.DataFrame, dict[str, float]]:

@@ -108,3 +108,46 @@ class ForecastLedger:
                             & (series.index <= pd.Timestamp(forecast.matures_at))).sum())
                 out.append(MaturedForecast(forecast, actual, rows))
         return out
+
+
+class DriftCheck:
+    """Rolling mean relative error of the model's matured cooling-power forecasts.
+
+    Why: a model whose forecasts have drifted away from the plant (new equipment, a
+    season it never saw, a broken sensor it learned from) still looks sure of itself;
+    only its own matured forecasts show it. ``drifted`` tells the daemon to withdraw
+    the model and request retraining; ``reset`` starts over for a new model.
+    """
+
+    def __init__(self, window: int = 12) -> None:
+        self._errors: deque[float] = deque(maxlen=max(int(window), 1))
+
+    def __len__(self) -> int:
+        return len(self._errors)
+
+    def observe(self, matured: MaturedForecast) -> None:
+        """Add one matured forecast (skipped when the actual power is not positive)."""
+        actual = matured.actual_kw
+        if actual > 0 and math.isfinite(actual) and math.isfinite(matured.forecast.mean_kw):
+            self._errors.append(abs(actual - matured.forecast.mean_kw) / actual)
+
+    def resize(self, window: int) -> None:
+        """Keep the newest errors under a new window length (after a config reload)."""
+        window = max(int(window), 1)
+        if window != self._errors.maxlen:
+            self._errors = deque(list(self._errors)[-window:], maxlen=window)
+
+    def mean_error(self) -> float | None:
+        """Mean relative error over the errors held [-], None when there are none."""
+        return float(np.mean(self._errors)) if self._errors else None
+
+    def drifted(self, limit_frac: float) -> str | None:
+        """Why the model counts as drifted (a full window whose mean error exceeds the limit), else None."""
+        mean = self.mean_error()
+        if mean is None or len(self._errors) < (self._errors.maxlen or 1) or mean <= limit_frac:
+            return None
+        return (f"forecast drift: the last {len(self._errors)} matured cooling-power forecasts were off by "
+                f"{mean:.0%} on average (limit {limit_frac:.0%})")
+
+    def reset(self) -> None:
+        self._errors.clear()

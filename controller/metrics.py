@@ -66,6 +66,8 @@ OUTCOMES: tuple[str, ...] = (
 )
 
 TRAINING_RESULTS: tuple[str, ...] = ("success", "failure")
+#: Why the daemon asked for a training run outside the schedule.
+RETRAINING_REASONS: tuple[str, ...] = ("drift", "model_error")
 
 #: Control-cycle latency buckets [s]: cycles normally take well under a second.
 CYCLE_BUCKETS_S: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -221,6 +223,18 @@ class CoolpilotMetrics:
             "coolpilot_forecast_interval_misses",
             "Matured forecasts whose actual cooling power fell outside the predicted interval [forecasts]",
         )
+        self.forecast_recent_error = gauge(
+            "coolpilot_forecast_recent_relative_error_ratio",
+            "Mean relative error of the last matured cooling-power forecasts of the model in use [ratio]",
+        )
+        self.forecast_drift = gauge(
+            "coolpilot_forecast_drift_active",
+            "1 while the model is withdrawn because its recent forecasts drifted past the limit, else 0 [bool]",
+        )
+        self.retraining_requests = counter(
+            "coolpilot_retraining_requests",
+            "Training runs requested outside the schedule, by reason: drift or model_error [runs]", ["reason"],
+        )
         # Loop health
         self.cycle_duration = Histogram(
             "coolpilot_cycle_duration_seconds", "Wall time of one control cycle [s]", buckets=CYCLE_BUCKETS_S, registry=r
@@ -282,11 +296,13 @@ class CoolpilotMetrics:
         for result in TRAINING_RESULTS:
             self.training_runs.labels(result=result)
             self.reloads.labels(result=result)
+        for reason in RETRAINING_REASONS:
+            self.retraining_requests.labels(reason=reason)
         for g in (self.it_power, self.cooling_power, self.pue, self.pue_pred, self.cooling_pred,
                   self.cooling_pred_lo, self.cooling_pred_hi, self.interval_level, self.rack_inlet,
                   self.rack_inlet_limit, self.rack_margin, self.rack_margin_pred, self.ood, self.savings,
-                  self.forecast_error, self.data_age, self.training_duration, self.val_cooling_mae,
-                  self.val_rack_mae, self.model_trained):
+                  self.forecast_error, self.forecast_recent_error, self.data_age, self.training_duration,
+                  self.val_cooling_mae, self.val_rack_mae, self.model_trained):
             g.set(_NAN)
         # Timestamps stay 0 until the event first happens (alert rules test > 0).
         self.reload_ok.set(1)
@@ -387,6 +403,17 @@ class CoolpilotMetrics:
         self.forecast_rel_error.observe(abs(actual_kw - predicted_kw) / actual_kw)
         if lo_kw is not None and hi_kw is not None and not lo_kw <= actual_kw <= hi_kw:
             self.forecast_misses.inc()
+
+    def set_forecast_drift(self, recent_error: float | None, active: bool) -> None:
+        """The model's recent mean relative forecast error [-] and whether it is withdrawn for drift."""
+        self.forecast_recent_error.set(_opt(recent_error))
+        self.forecast_drift.set(1.0 if active else 0.0)
+
+    def retraining_requested(self, reason: str) -> None:
+        """Count a training run the daemon asked for outside the schedule (``RETRAINING_REASONS``)."""
+        label = self._bounded("retraining reason", reason, RETRAINING_REASONS)
+        if label is not None:
+            self.retraining_requests.labels(reason=label).inc()
 
     # -- training, model, config, errors ----------------------------------------------
     def observe_training(

@@ -24,7 +24,7 @@ from controller.candidates import (
     to_mapping,
 )
 from controller.config import Config
-from controller.selection import Selection, select
+from controller.selection import Selection, risk_adjusted_kw, select
 from db.roles import SETPOINT_ROLES
 from forecasting.protocol import Forecast, Forecaster
 
@@ -111,7 +111,7 @@ def optimise(
         n_elite = max(5, int(opt.elite_fraction * len(cands)))
         if sel.sure.any():
             sure_idx = np.flatnonzero(sel.sure)
-            elites = cands[sure_idx[np.argsort(fc.cooling_power_kw[sure_idx])][:n_elite]]
+            elites = cands[sure_idx[np.argsort(risk_adjusted_kw(fc, config.thresholds)[sure_idx])][:n_elite]]
         else:  # search toward safety: the coolest upper bounds
             elites = cands[np.argsort(np.nan_to_num(sel.rack_inlet_upper_c, nan=np.inf))[:n_elite]]
         extra = refine_candidates(elites, lo, hi, min_coil_approach_k=approach, n=per_round, rng=rng)

@@ -4,7 +4,9 @@ Why these filters: the model's mean alone would happily trade a hot aisle for a 
 kW. A candidate is *sure* when its rack-inlet prediction plus k standard deviations
 stays below the limit, both uncertainties are small and the state is not out of the
 training distribution. It is *worthwhile* when it saves at least a minimum over
-holding the current setpoints. The result also says which constraint stopped the
+holding the current setpoints. When holding itself is unsure, the cheapest sure
+candidate wins (recovery), so that a plant run near the edge of the training data
+does not flip between optimised and rules cycles. The result also says which constraint stopped the
 optimiser from going further (for ``coolpilot explain``).
 """
 
@@ -51,11 +53,25 @@ def _describe(reason: str, safety: SafetySettings, thresholds: ThresholdSettings
     }[reason]
 
 
+def risk_adjusted_kw(forecast: Forecast, thresholds: ThresholdSettings) -> FloatArray:
+    """Cooling power the candidates are ranked by [kW]: mean + ``power_risk_k`` * std.
+
+    Why: out of thousands of candidates the cheapest-looking one is, more often than
+    not, the one whose power the model underestimates most (the optimiser's curse).
+    Charging each candidate for its uncertainty picks cheap *and* well-known ones.
+    """
+    k = thresholds.power_risk_k
+    if k == 0.0:
+        return np.asarray(forecast.cooling_power_kw, dtype=np.float64)
+    return np.asarray(forecast.cooling_power_kw + k * forecast.cooling_power_std_kw, dtype=np.float64)
+
+
 def failure_masks(
     forecast: Forecast, hold_index: int, safety: SafetySettings, thresholds: ThresholdSettings
 ) -> dict[str, BoolArray]:
     """Per reason, the candidates that fail it (a candidate may fail several)."""
     power = forecast.cooling_power_kw
+    cost = risk_adjusted_kw(forecast, thresholds)
     finite = np.ones(len(power), dtype=bool)
     for arr in (power, forecast.cooling_power_std_kw, forecast.rack_inlet_max_c, forecast.rack_inlet_std_c,
                 forecast.ood_score):
@@ -63,7 +79,7 @@ def failure_masks(
     with np.errstate(invalid="ignore"):
         upper = forecast.rack_inlet_max_c + safety.k_sigma * forecast.rack_inlet_std_c
         hold_power = float(power[hold_index])
-        saving = hold_power - power
+        saving = hold_power - cost  # a move must beat holding with confidence, not on its mean alone
         need = max(thresholds.min_saving_kw, thresholds.min_saving_pct / 100.0 * abs(hold_power))
         return {
             "non_finite": ~finite,
@@ -88,6 +104,10 @@ def select(
 ) -> Selection:
     """Pick the cheapest sure and worthwhile candidate; else hold if holding is sure; else none.
 
+    If holding is unsure but other candidates are sure (``recover_to_sure``), the
+    cheapest sure one wins: its saving over an untrusted hold prediction means nothing.
+    A model that returns non-finite numbers for holding is never trusted to recover.
+
     ``edge_notes``: bound or rate-limit notes for the chosen vector, computed by the
     caller (which knows the box), appended to ``binding``.
     """
@@ -103,7 +123,8 @@ def select(
     rejected = {r: int((first_fail == r).sum()) for r in REASONS if (first_fail == r).any()}
     with np.errstate(invalid="ignore", over="ignore"):
         upper = forecast.rack_inlet_max_c + safety.k_sigma * forecast.rack_inlet_std_c
-    power = np.where(np.isfinite(forecast.cooling_power_kw), forecast.cooling_power_kw, np.inf)
+    power = risk_adjusted_kw(forecast, thresholds)
+    power = np.where(np.isfinite(power), power, np.inf)
     if good.any():
         order = np.flatnonzero(good)[np.argsort(power[good], kind="stable")]
         best = int(order[0])
@@ -128,6 +149,16 @@ def select(
             sure=sure, rack_inlet_upper_c=upper,
         )
     hold_fail = [r for r in REASONS[:-1] if masks[r][hold_index]]
+    if thresholds.recover_to_sure and sure.any() and "non_finite" not in hold_fail:
+        order = np.flatnonzero(sure)[np.argsort(power[sure], kind="stable")]
+        return Selection(
+            index=int(order[0]), outcome="optimised",
+            reason=(f"holding is unsure ({', '.join(_describe(r, safety, thresholds) for r in hold_fail)}): "
+                    f"cheapest of {int(sure.sum())} sure candidates"),
+            rejected=rejected, binding=tuple(_describe(r, safety, thresholds) for r in hold_fail) + edge_notes,
+            runner_ups=tuple(int(i) for i in order[1:1 + runner_ups]), sure=sure, rack_inlet_upper_c=upper,
+            hold_failures=tuple(hold_fail),
+        )
     parts = ", ".join(f"{n} {_describe(r, safety, thresholds)}" for r, n in rejected.items())
     return Selection(
         index=None, outcome="none",

@@ -63,7 +63,13 @@ def parse_header(path: str | Path, data: bytes) -> list[str]:
     first = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
     if not first.strip():
         raise IngestError(located(path, 1, None, "missing header line (expected e.g. timestamp,tag,value)"))
-    header = [name.strip() for name in next(csv.reader([first]))]
+    if "\r" in first:
+        raise IngestError(located(path, 1, None, "carriage return without line feed (old Mac line endings?): "
+                                                 "save the file with \\n or \\r\\n line endings"))
+    try:
+        header = [name.strip() for name in next(csv.reader([first]))]
+    except csv.Error as err:
+        raise IngestError(located(path, 1, None, f"cannot parse the header line: {err}")) from None
     seen: set[str] = set()
     for name in header:
         if not name:
@@ -78,6 +84,11 @@ def _record_lines_unquoted(path: str | Path, data: bytes, n_fields: int) -> IntA
     """Line numbers of non-blank data lines; every one must have ``n_fields`` fields."""
     buf = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(buf == 10)
+    cr = np.flatnonzero(buf[:-1] == 13)
+    lone_cr = cr[buf[cr + 1] != 10]  # pandas ends a line there, this count would not: say so
+    if len(lone_cr):
+        line = int(np.searchsorted(newlines, lone_cr[0])) + 1
+        raise IngestError(located(path, line, None, "carriage return without line feed inside a line"))
     ends = newlines if data.endswith(b"\n") else np.append(newlines, len(buf))
     starts = np.concatenate(([0], newlines + 1))[: len(ends)]
     lengths = ends - starts
@@ -103,14 +114,17 @@ def _record_lines_quoted(path: str | Path, data: bytes, n_fields: int) -> IntArr
     next(reader, None)
     lines: list[int] = []
     previous_end = reader.line_num
-    for row in reader:
-        start = previous_end + 1
-        previous_end = reader.line_num
-        if not row:
-            continue
-        if len(row) != n_fields:
-            raise IngestError(located(path, start, None, f"malformed row: {len(row)} fields, the header has {n_fields}"))
-        lines.append(start)
+    try:
+        for row in reader:
+            start = previous_end + 1
+            previous_end = reader.line_num
+            if not row:
+                continue
+            if len(row) != n_fields:
+                raise IngestError(located(path, start, None, f"malformed row: {len(row)} fields, the header has {n_fields}"))
+            lines.append(start)
+    except csv.Error as err:  # a field over csv.field_size_limit(), e.g. an unclosed quote
+        raise IngestError(located(path, previous_end + 1, None, f"cannot parse CSV: {err}")) from None
     return np.asarray(lines, dtype=np.int64)
 
 
@@ -122,6 +136,11 @@ def _locate_bad_number(path: str, frame_text: pd.DataFrame, lines: IntArray, col
         if len(bad):
             i = int(bad[0])
             raise IngestError(located(path, int(lines[i]), name, f"{text.iloc[i]!r} is not a number"))
+
+
+def _only_zero_one(values: npt.NDArray[np.float64]) -> bool:
+    present = values[~np.isnan(values)]
+    return len(present) > 0 and bool(np.all((present == 0.0) | (present == 1.0)))
 
 
 def read_table(path: str | Path, data: bytes, header: list[str], text_columns: set[str]) -> CsvTable:
@@ -151,7 +170,8 @@ def read_table(path: str | Path, data: bytes, header: list[str], text_columns: s
         except ValueError:
             frame_text = pd.read_csv(io.BytesIO(data), dtype=str, **common)  # type: ignore[call-overload]
             if len(frame_text) != len(lines):
-                raise
+                raise IngestError(f"{path}: could not parse the file consistently (a quoted field spans lines?)") \
+                    from None
             _locate_bad_number(path, frame_text, lines, value_columns)
             frame = frame_text.copy()
             for name in value_columns:
@@ -160,6 +180,11 @@ def read_table(path: str | Path, data: bytes, header: list[str], text_columns: s
         raise IngestError(f"{path}: cannot parse CSV: {err}") from err
     if len(frame) != len(lines):
         raise IngestError(f"{path}: could not parse the file consistently (a quoted field spans lines?)")
+    # pandas reads a column holding only true/false words (and gaps) as 1.0/0.0: recheck 0/1 columns' text
+    zero_one = [name for name in value_columns if _only_zero_one(frame[name].to_numpy(dtype=np.float64))]
+    if zero_one:
+        text = pd.read_csv(io.BytesIO(data), dtype=str, usecols=zero_one, **common)  # type: ignore[call-overload]
+        _locate_bad_number(path, text, lines, zero_one)
     for name in value_columns:
         values = frame[name].to_numpy(dtype=np.float64)
         bad = np.flatnonzero(np.isinf(values))

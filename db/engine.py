@@ -27,7 +27,12 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
+# Greedy up to the last '@': a password may hold an unencoded '@' (over-redacting is safe).
+_PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/@\s]*:)(?P<pw>\S*)(?P<tail>@)")
+#: Query parameters that libpq accepts as secrets (``?password=...``, a client key's ``sslpassword``).
+_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
+_SECRET_IN_QUERY = re.compile(r"(?P<head>[?&](?:ssl)?password=)[^&#\s]*", re.IGNORECASE)
+_HIDDEN = "***"
 
 
 class DatabaseError(Exception):
@@ -43,12 +48,19 @@ def resolve_url(cli_value: str | None) -> str:
 
 
 def redact_url(url: str | URL) -> str:
-    """The URL with its password replaced by ``***``; safe to log or show."""
+    """The URL with its password (also one in the query string) replaced by ``***``; safe to log or show."""
     try:
         parsed = url if isinstance(url, URL) else make_url(url)
-        return parsed.render_as_string(hide_password=True)
+        host = parsed.host or ""
+        if "@" in host:  # an unencoded '@' in the password: the parser took the password's tail for the host
+            parsed = parsed.set(host=host.rsplit("@", 1)[1], password=_HIDDEN)
+        secret_keys = [k for k in parsed.query if k.lower() in _SECRET_QUERY_KEYS]
+        if secret_keys:
+            parsed = parsed.update_query_dict(dict.fromkeys(secret_keys, _HIDDEN))
+        return parsed.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=" + _HIDDEN)
     except (exc.ArgumentError, ValueError, TypeError):
-        return _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", str(url))
+        text = _PASSWORD_IN_URL.sub(rf"\g<head>{_HIDDEN}\g<tail>", str(url))
+        return _SECRET_IN_QUERY.sub(rf"\g<head>{_HIDDEN}", text)
 
 
 def _parse_url(url: str) -> URL:
@@ -59,6 +71,11 @@ def _parse_url(url: str) -> URL:
             f"invalid database URL {redact_url(url)!r}: expected e.g. sqlite:///coolpilot.db "
             "or postgresql://user@host:5432/dbname"
         ) from err
+    if "@" in (parsed.host or ""):
+        raise DatabaseError(
+            f"invalid database URL {redact_url(url)!r}: the password holds an '@'; percent-encode it as %40 "
+            "(better: keep the password out of the URL, in a pgpass file)"
+        )
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     backend = parsed.get_backend_name()
@@ -147,19 +164,28 @@ def describe_error(err: BaseException, url: str | URL) -> str:
         message = f"cannot use database {safe_url}: {_first_line(err)}"
     else:
         message = f"database {safe_url}: {_first_line(err)}"
-    password = url.password if isinstance(url, URL) else _password_of(url)
-    if password:
-        message = message.replace(str(password), "***")
+    for secret in _secrets_of(url):
+        message = message.replace(secret, _HIDDEN)
     return message
 
 
-def _password_of(url: str) -> str | None:
+def _secrets_of(url: str | URL) -> list[str]:
+    """Every secret a URL carries (password, query passwords), longest first, for scrubbing messages."""
     try:
-        value = make_url(url).password
+        parsed = url if isinstance(url, URL) else make_url(url)
     except (exc.ArgumentError, ValueError):
-        match = _PASSWORD_IN_URL.search(url)
-        return match.group("pw") if match else None
-    return None if value is None else str(value)
+        text = str(url)
+        found = [m.group("pw") for m in _PASSWORD_IN_URL.finditer(text)]
+        found += [m.group(0).split("=", 1)[1] for m in _SECRET_IN_QUERY.finditer(text)]
+    else:
+        found = [] if parsed.password is None else [str(parsed.password)]
+        host = parsed.host or ""
+        if "@" in host:
+            found.append(host.rsplit("@", 1)[0])
+        for key, value in parsed.query.items():
+            if key.lower() in _SECRET_QUERY_KEYS:
+                found.extend([value] if isinstance(value, str) else list(value))
+    return sorted({s for s in found if s and s != _HIDDEN}, key=len, reverse=True)
 
 
 @contextmanager

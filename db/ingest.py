@@ -319,9 +319,9 @@ def ingest_csv(
         raise IngestError(located(name, 1, header[0], f"first column must be the timestamp ({'/'.join(TIME_COLUMNS)})"))
     if len(header) < 2:
         raise IngestError(located(name, 1, None, "need a timestamp column and at least one more column"))
-    rest = {h.lower() for h in header[1:]}
-    fmt: Literal["long", "wide"] = "long" if rest in ({"tag", "value"}, {"tag", "value", "unit"}) else "wide"
-    if fmt == "wide" and rest & {"tag", "value"} == {"tag", "value"}:
+    rest = sorted(h.lower() for h in header[1:])  # a list: 'value' and 'VALUE' must not collapse into one
+    fmt: Literal["long", "wide"] = "long" if rest in (["tag", "value"], ["tag", "unit", "value"]) else "wide"
+    if fmt == "wide" and {"tag", "value"} <= set(rest):
         raise IngestError(located(name, 1, None, "long format is timestamp,tag,value[,unit] with nothing else"))
     parsed = (_parse_long if fmt == "long" else _parse_wide)(name, data, header, tag_map, zone)
     tag_idx, ts_s, value, _ = _dedupe(name, parsed)

@@ -232,7 +232,11 @@ def update_setpoint_command_status(
 
 @translate_errors
 def last_applied_setpoints(engine: sa.Engine, site: str = "default") -> dict[str, float]:
-    """The value of the newest ``sent`` command per setpoint role [C] (roles never sent are absent)."""
+    """The value of the last ``sent`` command per setpoint role [C] (roles never sent are absent).
+
+    "Last" is the order of insertion, not the command's timestamp: after the clock
+    jumped back, the newest command carries an older time than the ones before it.
+    """
     out: dict[str, float] = {}
     with engine.connect() as conn:
         sid = site_id(conn, site)
@@ -243,7 +247,7 @@ def last_applied_setpoints(engine: sa.Engine, site: str = "default") -> dict[str
                 sa.select(setpoint_commands.c.value_c)
                 .where(setpoint_commands.c.site_id == sid, setpoint_commands.c.role == role_name,
                        setpoint_commands.c.status == "sent")
-                .order_by(setpoint_commands.c.ts.desc(), setpoint_commands.c.id.desc())
+                .order_by(setpoint_commands.c.id.desc())
                 .limit(1)
             ).scalar()
             if value is not None:

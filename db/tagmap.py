@@ -22,10 +22,12 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from db.roles import ROLES
 
 IGNORE = "ignore"
+MAX_TAG_CHARS = 200  # points.tag is VARCHAR(200); PostgreSQL enforces it, SQLite would not
 
 UNIT_ALIASES: dict[str, str] = {
     "c": "C", "degc": "C", "°c": "C", "deg c": "C", "celsius": "C", "degrees c": "C", "℃": "C",
@@ -137,6 +139,8 @@ class TagMap:
 def _entry(tag: str, role_name: str, unit: str | None, where: str) -> TagEntry:
     if not tag.strip():
         raise TagMapError(f"{where}: empty tag name")
+    if len(tag) > MAX_TAG_CHARS or any(ord(ch) < 32 or ord(ch) == 127 for ch in tag):
+        raise TagMapError(f"{where}: tag {tag!r} must be at most {MAX_TAG_CHARS} printable characters")
     if role_name not in ROLES:
         raise TagMapError(f"{where}: unknown role {role_name!r}; known roles: {', '.join(ROLES)}")
     if unit is not None and unit.strip():
@@ -161,12 +165,18 @@ def _checked(tag_map: TagMap) -> TagMap:
 
 
 def _toml_line(text: str, key: str) -> int | None:
-    """Best-effort line of a key in TOML text (tomllib keeps no positions)."""
+    """Best-effort line of a key of the [tags] table (tomllib keeps no positions)."""
     pattern = re.compile(r'^\s*(?:"' + re.escape(key) + r'"|\'' + re.escape(key) + r"'|" + re.escape(key) + r")\s*=")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if pattern.match(line):
+    in_tags = False
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.lstrip().startswith("["):  # a table header: is it [tags]? (a key "ignore" is also a top-level key)
+            in_tags = _TAGS_HEADER.match(line) is not None
+        elif in_tags and pattern.match(line):
             return number
     return None
+
+
+_TAGS_HEADER = re.compile(r"""^\s*\[\s*(?:tags|"tags"|'tags')\s*\]\s*(?:#.*)?$""")
 
 
 def _load_toml(path: Path, text: str) -> TagMap:
@@ -207,6 +217,13 @@ def _load_toml(path: Path, text: str) -> TagMap:
 
 def _load_csv(path: Path, text: str) -> TagMap:
     reader = csv.reader(text.splitlines())
+    try:
+        return _read_csv(path, reader)
+    except csv.Error as err:  # e.g. a field over csv.field_size_limit() after an unclosed quote
+        raise TagMapError(f"{path}:{max(reader.line_num, 1)}: cannot parse CSV: {err}") from None
+
+
+def _read_csv(path: Path, reader: Any) -> TagMap:  # a csv.reader (its type is private)
     header = [h.strip().lower() for h in next(reader, [])]
     if header[:2] != ["tag", "role"] or len(header) > 3 or (len(header) == 3 and header[2] != "unit"):
         raise TagMapError(f"{path}:1: header must be 'tag,role' or 'tag,role,unit', got {','.join(header)!r}")

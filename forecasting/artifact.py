@@ -4,7 +4,9 @@ An artifact is a directory ``<models_dir>/<version>/`` holding ``model.safetenso
 and ``model.json``. It is written into a temporary directory next to its final place
 and renamed into place with one `os.replace`, so a reader sees a whole artifact or
 none. The sidecar records the sha256 of the weights; the database records it too, and
-loading refuses weights whose hash differs (truncated, corrupt or tampered).
+loading refuses weights whose hash differs (truncated, corrupt or tampered). The
+registry also records the sidecar's own sha256 (its scalers and calibration shape every
+prediction), and loading refuses a changed sidecar.
 """
 
 from __future__ import annotations
@@ -71,42 +73,53 @@ def save_artifact(model: EnsembleForecaster, models_dir: Path) -> tuple[Path, st
     return final, digest
 
 
-def read_sidecar(artifact: Path) -> dict[str, Any]:
-    """The parsed JSON sidecar of an artifact directory, with a clear error if unusable."""
+def read_sidecar(artifact: Path, expected_sha256: str | None = None) -> dict[str, Any]:
+    """The parsed JSON sidecar of an artifact directory, with a clear error if unusable.
+
+    ``expected_sha256``: the sidecar's hash in the database record; the bytes hashed are
+    the bytes parsed (read once).
+    """
     path = artifact / SIDECAR_FILE
+    raw, _ = _read_checked(path, expected_sha256)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"model artifact {path}: file not found") from None
+        data = json.loads(raw.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"model artifact {path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ArtifactError(f"model artifact {path}: cannot read ({exc})") from None
     if not isinstance(data, dict):
         raise ArtifactError(f"model artifact {path}: expected a JSON object, got {type(data).__name__}")
     return data
 
 
-def load_artifact(artifact: Path, expected_sha256: str | None = None) -> EnsembleForecaster:
+def _read_checked(path: Path, expected_sha256: str | None) -> tuple[bytes, str]:
+    """The file's bytes and sha256, refused when the hash differs from the database record."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"model artifact {path}: file not found") from None
+    except OSError as exc:
+        raise ArtifactError(f"model artifact {path}: cannot read ({exc})") from None
+    digest = sha256_bytes(raw)
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ArtifactError(
+            f"model artifact {path}: sha256 {digest[:12]}... differs from the database record "
+            f"{expected_sha256[:12]}...; the file was changed or corrupted, refusing to load it"
+        )
+    return raw, digest
+
+
+def load_artifact(artifact: Path, expected_sha256: str | None = None,
+                  expected_sidecar_sha256: str | None = None) -> EnsembleForecaster:
     """Load and verify an artifact directory; nothing is unpickled.
 
     ``expected_sha256`` is the weights hash recorded in the database; the sidecar's own
-    record is always checked as well.
+    record is always checked as well. ``expected_sidecar_sha256``, when recorded, is the
+    hash of the sidecar file itself.
     """
-    sidecar = read_sidecar(artifact)
+    sidecar = read_sidecar(artifact, expected_sidecar_sha256)
     weights_path = artifact / WEIGHTS_FILE
-    try:
-        data = weights_path.read_bytes()
-    except FileNotFoundError:
-        raise ArtifactError(f"model artifact {weights_path}: file not found") from None
-    except OSError as exc:
-        raise ArtifactError(f"model artifact {weights_path}: cannot read ({exc})") from None
-    digest = sha256_bytes(data)
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise ArtifactError(
-            f"model artifact {weights_path}: sha256 {digest[:12]}... differs from the database record "
-            f"{expected_sha256[:12]}...; the file was changed or corrupted, refusing to load it"
-        )
+    data, digest = _read_checked(weights_path, expected_sha256)
     if digest != sidecar.get("weights_sha256"):
         raise ArtifactError(
             f"model artifact {weights_path}: sha256 {digest[:12]}... differs from {SIDECAR_FILE}'s "

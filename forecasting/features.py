@@ -318,14 +318,15 @@ def require_enough(fs: FeatureSet, min_samples: int, max_gap_share: float = 0.5)
         )
 
 
-def bridge_single_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+def bridge_single_gaps(frame: pd.DataFrame, *, carry_newest: bool = False) -> pd.DataFrame:
     """Fill each isolated one-record gap with the mean of its two neighbours (inference only).
 
     A historian routinely drops a single 5-minute record; without this, one dropout
     leaves the lag and rolling features of the next hour incomplete and the controller
-    falls back for an hour. Only gaps with a reading on both sides are bridged: the
-    newest row is never filled (freshness stays the quality check's job), and runs of
-    two or more missing records stay gaps. Training never uses this.
+    falls back for an hour. Only gaps with a reading on both sides are bridged, and runs
+    of two or more missing records stay gaps. The newest row is filled only with
+    ``carry_newest``, by its predecessor (a reading one record old, which the quality
+    check's freshness rule accepts anyway). Training never uses this.
     """
     out = frame.copy()
     for col in out.columns:
@@ -336,21 +337,25 @@ def bridge_single_gaps(frame: pd.DataFrame) -> pd.DataFrame:
         lone = s.isna() & prev.notna() & nxt.notna()
         if lone.any():
             out.loc[lone, col] = ((prev + nxt) / 2.0)[lone]
+        if carry_newest and len(s) >= 2 and pd.isna(s.iloc[-1]) and pd.notna(s.iloc[-2]):
+            out.loc[out.index[-1], col] = s.iloc[-2]
     return out
 
 
 def state_vector(history: pd.DataFrame, spec: FeatureSpec) -> FloatArray:
     """The state columns for the most recent row of a history frame, as a (n_state,) vector.
 
-    Isolated one-record gaps are bridged (`bridge_single_gaps`); raises `FeatureError`
-    naming the offending columns when the latest state still has gaps.
+    Isolated one-record gaps are bridged and a lone missing newest record carries its
+    predecessor forward (`bridge_single_gaps`); raises `FeatureError` naming the
+    offending columns when the latest state still has gaps.
     """
     check_roles(history, spec)
     need = spec.history_needed()
     grid = regular_grid(history)
     if len(grid) < need:
         raise FeatureError(f"state needs {need} rows of 5-minute history, got {len(grid)}")
-    tail = _with_wetbulb(bridge_single_gaps(grid.iloc[-need:]), spec)
+    # one row more than needed, so that a lone gap in the oldest needed row has both neighbours
+    tail = _with_wetbulb(bridge_single_gaps(grid.iloc[-need - 1:], carry_newest=True).iloc[-need:], spec)
     row = _state_block(tail, spec).iloc[-1]
     bad = [str(name) for name, v in row.items() if not np.isfinite(v)]
     if bad:

@@ -158,6 +158,9 @@ class EnsembleForecaster:
             out[f"layer{i}.weight"] = w.detach().cpu().numpy().astype(np.float32)
             out[f"layer{i}.bias"] = b.detach().cpu().numpy().astype(np.float32)
         out["ood.reference"] = self.ood.reference.astype(np.float32)
+        if self.ood.low is not None and self.ood.high is not None:
+            out["ood.low"] = self.ood.low.astype(np.float32)
+            out["ood.high"] = self.ood.high.astype(np.float32)
         return out
 
     def sidecar(self) -> dict[str, Any]:
@@ -219,8 +222,14 @@ class EnsembleForecaster:
         reference = np.asarray(tensors["ood.reference"], dtype=np.float64)
         if reference.ndim != 2 or reference.shape[1] != len(columns):
             raise ValueError(f"ood.reference has shape {reference.shape}, expected (*, {len(columns)})")
+        bounds = []
+        for key in ("ood.low", "ood.high"):  # absent in models saved before the range score
+            arr = np.asarray(tensors[key], dtype=np.float64) if key in tensors else None
+            if arr is not None and arr.shape != (len(columns),):
+                raise ValueError(f"{key} has shape {arr.shape}, expected ({len(columns)},)")
+            bounds.append(arr)
         ood = KnnOod(reference=reference, columns=columns, n_state=int(ood_meta["n_state"]),
-                     k=int(ood_meta["k"]), scale=float(ood_meta["scale"]))
+                     k=int(ood_meta["k"]), scale=float(ood_meta["scale"]), low=bounds[0], high=bounds[1])
         factors = tuple(float(f) for f in conf["factors"])
         if len(factors) != len(TARGETS):
             raise ValueError("conformal factors must be one per target")

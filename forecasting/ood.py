@@ -10,6 +10,11 @@ and over the horizon), not the lags, so distance means "a condition never seen".
 For many candidates against one state, `score_broadcast` first keeps the reference
 points nearest in state, then ranks them by full distance: the result is never below
 the exact score (it can only err on the side of calling an input unfamiliar).
+
+The k-NN distance reacts weakly when one input of many leaves the training range (a
+heat wave 8 K above anything seen moves the distance by a fraction), so the score is
+the larger of it and a range score: how far any column lies beyond its training
+[min, max], over ``range_tolerance`` of that range (1 at 10 % beyond, by default).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 QUANTILE = 0.99
+#: Beyond the training range by this share of the range scores 1 [-].
+RANGE_TOLERANCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -39,14 +46,27 @@ class KnnOod:
     n_state: int
     k: int
     scale: float  # 99th-percentile k-NN distance of training data [standardised units]
+    low: FloatArray | None = None  # (len(columns),) training minimum per column [standardised]
+    high: FloatArray | None = None  # (len(columns),) training maximum per column [standardised]
+    range_tolerance: float = RANGE_TOLERANCE
 
     def _nn(self) -> NearestNeighbors:
         return NearestNeighbors(n_neighbors=self.k).fit(self.reference)
 
+    def _beyond(self, zc: FloatArray, cols: slice) -> FloatArray:
+        """Range score (N,) of rows zc over the columns ``cols`` of ``columns``; 0 inside the range."""
+        if self.low is None or self.high is None:
+            return np.zeros(len(zc))
+        low, high = self.low[cols], self.high[cols]
+        tol = self.range_tolerance * np.maximum(high - low, 1e-9)
+        excess = np.maximum(np.maximum(zc - high, low - zc), 0.0) / tol
+        return np.asarray(excess.max(axis=1) if excess.shape[1] else np.zeros(len(zc)), dtype=np.float64)
+
     def score(self, z: FloatArray) -> FloatArray:
         """Exact scores (N,) for full standardised feature rows z (N, d)."""
-        dist, _ = self._nn().kneighbors(z[:, self.columns])
-        return np.asarray(dist[:, -1] / self.scale, dtype=np.float64)
+        zc = z[:, self.columns]
+        dist, _ = self._nn().kneighbors(zc)
+        return np.maximum(np.asarray(dist[:, -1] / self.scale, dtype=np.float64), self._beyond(zc, slice(None)))
 
     def score_broadcast(self, z_state: FloatArray, z_cand: FloatArray, prefilter: int = 128) -> FloatArray:
         """Scores (N,) for one standardised state row (n_state_full,) and N candidate rows.
@@ -66,7 +86,10 @@ class KnnOod:
         d2 += (ds2[near] + np.sum(rc.astype(np.float64) ** 2, axis=1)).astype(np.float32)[None, :]
         d2 += np.sum(zc * zc, axis=1)[:, None]
         kth = np.partition(d2, self.k - 1, axis=1)[:, self.k - 1].astype(np.float64)
-        return np.asarray(np.sqrt(np.maximum(kth, 0.0)) / self.scale, dtype=np.float64)
+        knn = np.sqrt(np.maximum(kth, 0.0)) / self.scale
+        state_beyond = float(self._beyond(z_state[s_cols][None, :], slice(0, self.n_state))[0])
+        cand_beyond = self._beyond(np.asarray(z_cand[:, c_cols], dtype=np.float64), slice(self.n_state, None))
+        return np.asarray(np.maximum(knn, np.maximum(cand_beyond, state_beyond)), dtype=np.float64)
 
 
 def fit_ood(z_train: FloatArray, columns: IntArray, n_state: int, k: int = 10,
@@ -83,5 +106,6 @@ def fit_ood(z_train: FloatArray, columns: IntArray, n_state: int, k: int = 10,
     reference = np.ascontiguousarray(z_train[np.sort(ref_idx)][:, columns], dtype=np.float64)
     dist, _ = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(z_train[cal_idx][:, columns])
     scale = float(np.quantile(dist[:, -1], QUANTILE))
+    seen = z_train[:, columns]
     return KnnOod(reference=reference, columns=np.asarray(columns, dtype=np.int64), n_state=n_state,
-                  k=k, scale=max(scale, 1e-9))
+                  k=k, scale=max(scale, 1e-9), low=seen.min(axis=0), high=seen.max(axis=0))

@@ -21,10 +21,14 @@ import pandas as pd
 import sqlalchemy as sa
 
 from db import records
-from forecasting.artifact import ArtifactError, load_artifact, save_artifact
+from forecasting.artifact import SIDECAR_FILE, ArtifactError, load_artifact, save_artifact, sha256_file
 from forecasting.evaluate import evaluate_on_window
 from forecasting.model import EnsembleForecaster
 from forecasting.train import TrainResult
+
+#: Key in a model record's meta holding the sha256 of its JSON sidecar (records made
+#: before it existed are checked on their weights only).
+SIDECAR_SHA256_KEY = "sidecar_sha256"
 
 
 class RegistryError(ValueError):
@@ -129,8 +133,10 @@ def get_entry(engine: sa.Engine, version: str | None, site: str = "default") -> 
 
 
 def load_model(entry: ModelEntry) -> EnsembleForecaster:
-    """Load a registered model, verifying its weights against the sha256 in its record."""
-    model = load_artifact(Path(entry.artifact_path), expected_sha256=entry.sha256)
+    """Load a registered model, verifying its weights (and sidecar, when recorded) against its record."""
+    sidecar_sha256 = entry.meta.get(SIDECAR_SHA256_KEY)
+    model = load_artifact(Path(entry.artifact_path), expected_sha256=entry.sha256,
+                          expected_sidecar_sha256=sidecar_sha256 if isinstance(sidecar_sha256, str) else None)
     if model.version != entry.version:
         raise ArtifactError(f"model artifact {entry.artifact_path}: holds version {model.version}, "
                             f"the database record says {entry.version}")
@@ -162,6 +168,7 @@ def register_trained(engine: sa.Engine, result: TrainResult, frame: pd.DataFrame
                               champ.version if champ else None)
     meta = {k: v for k, v in model.sidecar().items() if k in ("created_at", "training", "libraries", "horizon_min")}
     meta["decision"] = reason + note
+    meta[SIDECAR_SHA256_KEY] = sha256_file(path / SIDECAR_FILE)
     records.insert_model(engine, site=site, version=model.version, artifact_path=str(path.resolve()),
                          sha256=digest, status="candidate", metrics=model.meta.get("metrics", {}), meta=meta)
     if promoted:

@@ -10,7 +10,6 @@ readings.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import math
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from controller.rules import PRESETS
 from db.roles import MEASUREMENT_ROLES
 from simulator.drivers import SHIPPED_CLIMATES, DriverError
 from simulator.history import ExploringRules, run_closed_loop
-from simulator.plant import Plant, load_plant_factory
+from simulator.plant import Plant, PlantFactory
 from simulator.summary import summarize_run
 
 CHUNK_DAYS = 7.0
@@ -32,30 +31,14 @@ MAX_DAYS = 3660.0
 
 
 def _build_plant(args: argparse.Namespace) -> Plant:
-    spec = args.plant or "simulator.plant_sim:make_plant"
+    offered: dict[str, Any] = {"climate": args.climate, "workload": args.workload, "seed": args.seed,
+                               "start": None if args.start is None else parse_start(args.start)}
     try:
-        factory = load_plant_factory(spec)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if not callable(factory):
-        raise CliError(f"--plant {spec!r} is not callable")
-    offered: dict[str, Any] = {"climate": args.climate, "workload": args.workload, "start": None if args.start is None else parse_start(args.start), "seed": args.seed}
-    try:
-        params = inspect.signature(factory).parameters
-        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        kwargs = {k: v for k, v in offered.items() if takes_all or k in params}
-    except (TypeError, ValueError):
-        kwargs = {}
-    ignored = [f"--{k}" for k, v in offered.items() if k not in kwargs and v is not None and k != "seed"]
-    if ignored:
-        raise CliError(f"--plant {spec!r} does not take {', '.join(ignored)}")
-    try:
-        plant = factory(**kwargs)
+        factory = PlantFactory(args.plant or "simulator.plant_sim:make_plant")
+        factory.refuse_untaken(offered, optional=("seed",))
+        return factory.build(**offered)
     except (DriverError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
-    if not isinstance(plant, Plant):
-        raise CliError(f"--plant {spec!r} returned {type(plant).__name__}, which does not implement simulator.plant.Plant")
-    return plant
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -279,3 +279,41 @@ def test_decision_row_round_trips() -> None:
     assert back.new == d.new and back.previous == d.previous and back.outcome == d.outcome
     assert back.chosen == d.chosen and back.what_if == tuple(d.what_if) and back.decision_id == 7
     assert np.isfinite(back.expected_saving_kw or math.nan)
+
+
+@dataclass
+class ColdTowerForecaster(PhysicsForecaster):
+    """Believes condenser water can never be too cold (each K saves 5 kW): the trap the tower floor stops."""
+
+    def predict(self, state: pd.DataFrame, candidates: np.ndarray) -> Any:
+        fc = super().predict(state, candidates)
+        return replace(fc, cooling_power_kw=fc.cooling_power_kw + 5.0 * (candidates[:, 2] - 18.0))
+
+
+def test_the_optimiser_keeps_condenser_water_above_wetbulb_plus_the_tower_approach() -> None:
+    last = {**START_SETPOINTS, "cw_supply_sp_c": 30.0}
+    humid = window(setpoints=last)
+    humid["outdoor_drybulb_c"] += 5.0  # about 30 C
+    humid["outdoor_rh_pct"] = 95.0  # wet-bulb about 29 C
+    wb = float(wetbulb_c(humid["outdoor_drybulb_c"].iloc[-1], 95.0))
+    d = decide(humid, model=ColdTowerForecaster(), last=last, text="[optimizer]\nreversal_dwell_cycles = 0\n")
+    # the floor (wet-bulb + 3 K) is above the cycle's rate-limited box [29, 31]: only 31 (or holding 30) is allowed
+    assert wb + 3.0 > 31.0 and d.outcome in ("optimised", "hold")
+    assert d.new["cw_supply_sp_c"] in (pytest.approx(30.0), pytest.approx(31.0))
+    free = decide(humid, model=ColdTowerForecaster(), last=last,
+                  text="[optimizer]\nreversal_dwell_cycles = 0\n[coupling]\nmin_tower_approach_k = 0.0\n")
+    assert free.new["cw_supply_sp_c"] == pytest.approx(29.0)
+
+
+def test_a_setpoint_does_not_reverse_its_latest_move_within_the_dwell() -> None:
+    rising = window(setpoints={**START_SETPOINTS, "chw_supply_sp_c": 8.5})
+    rising.loc[rising.index[-3:], "chw_supply_sp_c"] = 9.0  # moved up 0.5 K three rows ago
+    class WantsColdWater(PhysicsForecaster):
+        def predict(self, state: pd.DataFrame, candidates: np.ndarray) -> Any:
+            fc = super().predict(state, candidates)
+            return replace(fc, cooling_power_kw=fc.cooling_power_kw + 50.0 * candidates[:, 0])
+
+    d = decide(rising, model=WantsColdWater())
+    assert d.new["chw_supply_sp_c"] >= 9.0 - 1e-9  # may hold or rise, never fall back within 6 cycles
+    free = decide(rising, model=WantsColdWater(), text="[optimizer]\nreversal_dwell_cycles = 0\n")
+    assert free.new["chw_supply_sp_c"] == pytest.approx(8.5)

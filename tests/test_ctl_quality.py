@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from controller.config import QualitySettings
-from controller.quality import check_window
+from controller.quality import check_window, mask_out_of_range
 from tests._ctl_support import NOW, later, window
 
 ROLES = ("rack_inlet_max_c", "it_power_kw", "outdoor_drybulb_c", "chillers_running", "chw_supply_sp_c")
@@ -45,6 +45,21 @@ def test_out_of_range_values_fail_range(bad: float) -> None:
     frame = window()
     frame.loc[frame.index[5], "rack_inlet_max_c"] = bad
     assert ("rack_inlet_max_c", "range") in issues(frame)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -1e9, 80.0])
+def test_an_older_impossible_reading_is_masked_and_a_newest_one_still_blocks(bad: float) -> None:
+    frame = window()
+    frame.loc[frame.index[5], "rack_inlet_max_c"] = bad
+    masked, notes = mask_out_of_range(frame)
+    assert np.isnan(masked["rack_inlet_max_c"].iloc[5]) and frame["rack_inlet_max_c"].iloc[5] == bad
+    assert masked.drop(index=frame.index[5]).equals(frame.drop(index=frame.index[5]))
+    assert len(notes) == 1 and notes[0].startswith("rack_inlet_max_c: masked 1 older reading")
+    assert check_window(masked, ROLES, NOW, 300, S).ok
+    frame.loc[frame.index[-1], "rack_inlet_max_c"] = bad
+    masked, _ = mask_out_of_range(frame)
+    assert ("rack_inlet_max_c", "range") in issues(masked)
+    assert mask_out_of_range(window())[1] == ()
 
 
 def test_stuck_sensor_fails_but_constant_counts_and_setpoints_do_not() -> None:

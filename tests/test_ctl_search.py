@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -32,13 +34,15 @@ def test_candidates_stay_in_the_box_keep_the_approach_and_number_thousands() -> 
     assert len(refined) > 0 and np.all(refined >= lo) and np.all(refined <= hi) and coupling_ok(refined, 3.0).all()
 
 
-def fake_forecast(power: list[float], inlet: list[float], inlet_std: float = 0.2, ood: float = 0.2) -> Forecast:
+def fake_forecast(power: list[float], inlet: list[float], inlet_std: float = 0.2,
+                  ood: float | list[float] = 0.2) -> Forecast:
     p = np.asarray(power, dtype=float)
     t = np.asarray(inlet, dtype=float)
     n = len(p)
     return Forecast(cooling_power_kw=p, cooling_power_std_kw=0.01 * p, cooling_power_lo_kw=p * 0.98,
                     cooling_power_hi_kw=p * 1.02, rack_inlet_max_c=t, rack_inlet_std_c=np.full(n, inlet_std),
-                    rack_inlet_lo_c=t - 0.3, rack_inlet_hi_c=t + 0.3, ood_score=np.full(n, ood), interval_level=0.9)
+                    rack_inlet_lo_c=t - 0.3, rack_inlet_hi_c=t + 0.3,
+                    ood_score=np.broadcast_to(np.asarray(ood, dtype=float), (n,)).copy(), interval_level=0.9)
 
 
 def test_selection_takes_the_cheapest_sure_candidate_and_names_the_binding_constraint() -> None:
@@ -59,6 +63,30 @@ def test_selection_holds_when_nothing_saves_enough_and_fails_when_holding_is_uns
     assert "out-of-distribution" in sel.reason
     sel = select(fake_forecast([100, 90], [22, 22], inlet_std=2.0), 0, SafetySettings(), ThresholdSettings())
     assert sel.index is None and "inlet_uncertainty" in sel.hold_failures
+
+
+def test_an_unsure_hold_recovers_to_the_cheapest_sure_candidate_unless_disabled() -> None:
+    # holding is out of distribution; candidate 1 is sure but costs more than the (untrusted) hold
+    fc = fake_forecast([100, 104, 101, 90], [22, 22, 22, 22], ood=[1.2, 0.5, 0.9, 1.5])
+    sel = select(fc, 0, SafetySettings(), ThresholdSettings())
+    assert (sel.index, sel.outcome) == (2, "optimised")
+    assert sel.hold_failures == ("ood",) and sel.runner_ups == (1,)
+    assert "holding is unsure" in sel.reason
+    strict = select(fc, 0, SafetySettings(), ThresholdSettings(recover_to_sure=False))
+    assert strict.index is None and strict.hold_failures == ("ood",)
+    broken = fake_forecast([float("nan"), 104, 101], [22, 22, 22])
+    assert select(broken, 0, SafetySettings(), ThresholdSettings()).index is None
+
+
+def test_power_risk_ranks_candidates_by_mean_plus_k_std() -> None:
+    fc = fake_forecast([100, 90, 92], [22, 22, 22])
+    fc = replace(fc, cooling_power_std_kw=np.array([1.0, 8.0, 1.0]))  # candidate 1 is cheap on a guess
+    assert select(fc, 0, SafetySettings(), ThresholdSettings()).index == 1
+    careful = select(fc, 0, SafetySettings(), ThresholdSettings(power_risk_k=1.0))
+    assert careful.index == 2 and careful.runner_ups == (1,)
+    # a move must beat holding with confidence: 100 - (95 + 2 * 2.5) = 0 saves nothing
+    doubtful = replace(fake_forecast([100, 95], [22, 22]), cooling_power_std_kw=np.array([1.0, 2.5]))
+    assert select(doubtful, 0, SafetySettings(), ThresholdSettings(power_risk_k=2.0)).outcome == "hold"
 
 
 def test_non_finite_predictions_are_rejected_not_chosen() -> None:

@@ -1,5 +1,8 @@
 """The daemon in-process, closed loop around the simulated plant, on a real SQLite database.
 
+The rig (plant, history, daemon parts) is `tests._fault_rig`, shared with the
+fault-injection tests (tests/test_faults_*.py).
+
 Cycles run in accelerated time (`PacedTrigger`) or on the wall clock through APScheduler
 (`WallClockTrigger`); the model is the tests' physics-shaped forecaster, so nothing here
 trains. Waits are bounded polls on events, never fixed sleeps.
@@ -14,94 +17,23 @@ import re
 import signal
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.actuators import DbActuator
 from controller.config_watch import ConfigHolder
-from controller.daemon import CycleReport, Daemon, DaemonParts, PacedTrigger, WallClockTrigger
+from controller.daemon import CycleReport, Daemon, PacedTrigger, WallClockTrigger
 from controller.decision import Decision
-from controller.metrics import CoolpilotMetrics
-from controller.recorder import DecisionRecorder
 from controller.retraining import TrainingOutcome
 from controller.sdnotify import SystemdNotifier
-from controller.sim_bridge import PlantActuator, PlantBridge
-from db.historian import InternalSource
-from db.ingest import write_wide
 from db.roles import SETPOINT_ROLES
-from db.schema import decisions, setpoint_commands
-from simulator.history import generate_history
-from simulator.plant_sim import SimulatedPlant, make_plant
-from simulator.sensors import SensorDefects
+from db.schema import setpoint_commands
 from tests._ctl_support import PhysicsForecaster
-
-SITE = "loop"
-DEADLINE_S = 60.0
-QUIET_SENSORS = SensorDefects(dropout_rate=0.0, stuck_rate=0.0, spike_rate=0.0)
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
-
-
-def write_config(path: Path, mode: str) -> Path:
-    path.write_text(f'site_id = "{SITE}"\nmode = "{mode}"\n[metrics]\nenabled = false\n'
-                    '[actuator]\nkind = "db"\nretries = 0\n', encoding="utf-8")
-    path.chmod(0o600)
-    return path
-
-
-@dataclass
-class Rig:
-    """A plant with two hours of history in the database, and everything a daemon needs."""
-
-    engine: sa.Engine
-    plant: SimulatedPlant
-    holder: ConfigHolder
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def daemon(self, trigger: PacedTrigger | WallClockTrigger, *, forecaster: Any = None,
-               hooks: Sequence[Any] = (), on_cycle: Sequence[Callable[[CycleReport], None]] = (),
-               retrain: Any = None, notifier: SystemdNotifier | None = None,
-               last_applied: dict[str, float] | None = None) -> Daemon:
-        parts = DaemonParts(
-            holder=self.holder, source=InternalSource(self.engine, SITE), forecaster=forecaster,
-            actuator=PlantActuator(self.plant, DbActuator(self.engine, SITE, retries=0)),
-            recorder=DecisionRecorder(self.engine, SITE),
-            metrics=CoolpilotMetrics(self.registry, cycle_period_s=300.0), clock=lambda: self.plant.now,
-            notifier=notifier or SystemdNotifier(None), last_applied=dict(last_applied or {}), retrain=retrain,
-            hooks=(*hooks, PlantBridge(self.plant, self.engine, SITE)), on_cycle=on_cycle,
-        )
-        return Daemon(parts, trigger)
-
-    def value(self, name: str, **labels: str) -> float:
-        v = self.registry.get_sample_value(name, labels)
-        assert v is not None, f"no sample {name}{labels}"
-        return v
-
-    def decision_rows(self) -> list[sa.Row[Any]]:
-        with self.engine.connect() as conn:
-            return list(conn.execute(sa.select(decisions).order_by(decisions.c.ts, decisions.c.id)))
-
-
-def make_rig(engine: sa.Engine, tmp_path: Path) -> Rig:
-    plant = make_plant(seed=3, sensor_defects=QUIET_SENSORS)
-    history = generate_history(plant, days=0.25, explore_share=0.0, seed=3)
-    write_wide(engine, history, site=SITE)
-    return Rig(engine, plant, ConfigHolder(write_config(tmp_path / "coolpilot.toml", "auto")))
+from tests._fault_rig import DEADLINE_S, Rig, make_rig, wait_for, write_config
 
 
 @pytest.fixture

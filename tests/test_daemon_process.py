@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,14 +96,14 @@ class Daemon:
 
 @contextmanager
 def running_daemon(config: Path, db_url: str, tmp_path: Path, env: dict[str, str] | None = None,
-                   name: str = "daemon") -> Iterator[Daemon]:
+                   name: str = "daemon", args: Sequence[str] = ()) -> Iterator[Daemon]:
     log = tmp_path / f"{name}.log"
     environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
     environ.update(env or {})
     environ["COOLPILOT_MODELS_DIR"] = str(tmp_path / "models")
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", "--config", str(config),
-                                 "--db", db_url], cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT,
+                                 "--db", db_url, *args], cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     daemon = Daemon(proc, log)
     try:

@@ -137,12 +137,12 @@ def test_state_vector_equals_the_training_row(history: pd.DataFrame) -> None:
     no_decision.loc[no_decision.index[-1], list(SETPOINT_ROLES)] = np.nan
     assert np.allclose(state_vector(no_decision, spec), fs.x[-1, : fs.n_state])
     holed = recent.copy()
-    holed.loc[holed.index[-1], "supply_air_c"] = np.nan
+    holed.loc[holed.index[-3:], "supply_air_c"] = np.nan
     with pytest.raises(FeatureError, match="supply_air_c"):
         state_vector(holed, spec)
 
 
-def test_a_lone_dropout_is_bridged_for_inference_but_longer_gaps_and_the_newest_row_are_not(
+def test_a_lone_dropout_is_bridged_for_inference_but_longer_gaps_are_not(
         history: pd.DataFrame) -> None:
     spec = FeatureSpec()
     fs = build_samples(history, spec)
@@ -160,8 +160,17 @@ def test_a_lone_dropout_is_bridged_for_inference_but_longer_gaps_and_the_newest_
     with pytest.raises(FeatureError, match=role):
         state_vector(two, spec)
     newest = recent.copy()
-    newest.loc[newest.index[-1], role] = np.nan  # never filled: freshness is not invented
+    newest.loc[newest.index[-1], role] = np.nan  # not bridged; carried forward only on request
     assert np.isnan(bridge_single_gaps(newest)[role].iloc[-1])
+    assert bridge_single_gaps(newest, carry_newest=True)[role].iloc[-1] == recent[role].iloc[-2]
+    assert np.isfinite(state_vector(newest, spec)).all()
+    two_newest = recent.copy()
+    two_newest.loc[two_newest.index[-2:], role] = np.nan  # ten minutes without a reading: a gap
+    with pytest.raises(FeatureError, match=role):
+        state_vector(two_newest, spec)
+    longer = history.loc[: fs.index[-1]].iloc[-spec.history_needed() - 1:].copy()
+    longer.loc[longer.index[1], role] = np.nan  # a lone gap in the oldest row the state needs
+    assert np.isfinite(state_vector(longer, spec)).all()
 
 
 def test_spec_and_scaler_round_trip_as_plain_json() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -96,6 +97,23 @@ def test_ood_scores_training_data_below_one_and_far_points_above() -> None:
     exact = ood.score(rows)
     assert (ood.score_broadcast(state, cand, prefilter=64) >= exact - 1e-4).all()
     assert np.allclose(ood.score_broadcast(state, cand, prefilter=10_000), exact, atol=1e-4)
+
+
+def test_one_input_far_beyond_its_training_range_is_out_of_distribution() -> None:
+    """A heat wave: one state column 8 units past anything seen while the rest stay typical."""
+    rng = np.random.default_rng(1)
+    z = rng.uniform(-1.0, 1.0, size=(6000, 12))
+    ood = fit_ood(z, np.arange(12, dtype=np.int64), n_state=10, k=10, n_reference=2000)
+    typical = rng.uniform(-0.9, 0.9, size=(200, 12))
+    assert (ood.score(typical) < 1.0).mean() > 0.95
+    hot = typical.copy()
+    hot[:, 0] = 1.0 + 0.2 * 2.0  # 20 % of the range beyond the maximum: range score 2
+    assert (ood.score(hot) >= 2.0 - 1e-6).all()
+    assert (ood.score_broadcast(hot[0, :10], hot[:, 10:]) >= 2.0 - 1e-6).all()
+    slightly = typical.copy()
+    slightly[:, 0] = 1.0 + 0.05 * 2.0  # 5 % beyond: half the tolerance, not by itself unfamiliar
+    knn_only = replace(ood, low=None, high=None)
+    assert np.allclose(ood.score(slightly), np.maximum(knn_only.score(slightly), 0.5), atol=1e-2)
 
 
 def test_split_is_time_ordered_with_an_embargo(history: pd.DataFrame) -> None:
