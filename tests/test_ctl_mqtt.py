@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,18 +39,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def clear_retained(prefix: str, site: str, roles: Iterable[str]) -> None:
+    """Clear the retained setpoint messages a test left under ``prefix/site/role``."""
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    client.connect(*BROKER)
+    client.loop_start()
+    for role in roles:
+        client.publish(f"{prefix}/{site}/{role}", b"", qos=1, retain=True).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
 @pytest.fixture
 def prefix() -> Iterator[str]:
     """A unique topic prefix; retained messages under it are cleared afterwards."""
     name = f"coolpilot-test/{uuid.uuid4().hex}"
     yield name
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-    client.connect(*BROKER)
-    client.loop_start()
-    for role in SETPOINTS:
-        client.publish(f"{name}/s1/{role}", b"", qos=1, retain=True).wait_for_publish(5)
-    client.disconnect()
-    client.loop_stop()
+    clear_retained(name, "s1", SETPOINTS)
 
 
 def retained(topic_filter: str, expected: int) -> dict[str, Any]:

@@ -25,10 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 import sqlalchemy as sa
-from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.actuators import ActuationResult, DbActuator, MqttActuator
 from controller.config import MqttSettings
@@ -46,7 +44,7 @@ from tests._fault_rig import (
     make_rig,
     run,
 )
-from tests.test_ctl_mqtt import BROKER, retained
+from tests.test_ctl_mqtt import BROKER, clear_retained, retained
 from tests.test_daemon_process import DEADLINE_S, MAX_STEP_K, decision_rows, running_daemon, write_config
 
 
@@ -136,13 +134,7 @@ def topic_prefix() -> Iterator[str]:
         pytest.skip("needs Mosquitto on 127.0.0.1:1883")
     name = f"coolpilot-test/{uuid.uuid4().hex}"
     yield name
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-    client.connect(*BROKER)
-    client.loop_start()
-    for role in SETPOINT_ROLES:
-        client.publish(f"{name}/{SITE}/{role}", b"", qos=1, retain=True).wait_for_publish(5)
-    client.disconnect()
-    client.loop_stop()
+    clear_retained(name, SITE, SETPOINT_ROLES)
 
 
 def test_an_mqtt_broker_outage_sends_nothing_claims_nothing_and_recovers_when_it_is_back(
