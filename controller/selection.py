@@ -6,8 +6,8 @@ stays below the limit, both uncertainties are small and the state is not out of 
 training distribution. It is *worthwhile* when it saves at least a minimum over
 holding the current setpoints. When holding itself is unsure, the cheapest sure
 candidate wins (recovery), so that a plant run near the edge of the training data
-does not flip between optimised and rules cycles. The result also says which constraint stopped the
-optimiser from going further (for ``coolpilot explain``).
+does not flip between optimised and rules cycles. The result also says which
+constraint stopped the optimiser from going further (for ``coolpilot explain``).
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ def _describe(reason: str, safety: SafetySettings, thresholds: ThresholdSettings
 def risk_adjusted_kw(forecast: Forecast, thresholds: ThresholdSettings) -> FloatArray:
     """Cooling power the candidates are ranked by [kW]: mean + ``power_risk_k`` * std.
 
-    Why: out of thousands of candidates the cheapest-looking one is, more often than
-    not, the one whose power the model underestimates most (the optimiser's curse).
-    Charging each candidate for its uncertainty picks cheap *and* well-known ones.
+    Why: out of thousands of candidates the cheapest-looking one tends to be one whose
+    power the model underestimates (the optimiser's curse); charging each candidate for
+    its uncertainty prefers well-known ones. Off by default (k = 0): in the Leesburg
+    July ablation (``docs/results.md``) k = 1 held more and saved less.
     """
     k = thresholds.power_risk_k
     if k == 0.0:
