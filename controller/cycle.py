@@ -97,9 +97,8 @@ def _reference(mode: str, last_applied: Mapping[str, float] | None, measured: Ma
     ref: dict[str, float] = {}
     for role in SETPOINT_ROLES:
         applied = _finite((last_applied or {}).get(role))
-        seen = _finite(measured.get(role))
-        if seen is not None and not ROLES[role].physical_min <= seen <= ROLES[role].physical_max:
-            seen = None  # an impossible readback is a bad reading, not someone else's move
+        # an impossible readback is a bad reading (NaN from _plausible), not someone else's move
+        seen = _finite(_plausible({role: measured.get(role, math.nan)})[role])
         if seen is not None and (mode == "advisory" or applied is None
                                  or abs(seen - applied) > envelope.bounds(role).max_step_k + 1e-9):
             ref[role] = seen
@@ -279,13 +278,11 @@ def decide(
     frame, window_problem = usable_window(frame)
     checked = tuple(dict.fromkeys((RACK_INLET, *(model.required_roles() if model is not None else ()))))
     frame, masked = mask_out_of_range(frame)
-    report = check_window(frame, checked, now, config.cycle.interval_s, config.quality)
-    if clock_error is not None:
-        report = QualityReport(issues=(QualityIssue("clock", "freshness", clock_error), *report.issues),
-                               latest=report.latest)
-    if window_problem is not None:
-        report = QualityReport(issues=(QualityIssue("window", "format", window_problem), *report.issues),
-                               latest=report.latest)
+    found = check_window(frame, checked, now, config.cycle.interval_s, config.quality)
+    report = QualityReport(issues=(), latest=found.latest).adding(
+        None if window_problem is None else QualityIssue("window", "format", window_problem),
+        None if clock_error is None else QualityIssue("clock", "freshness", clock_error),
+    ).adding(*found.issues)
     bad = {i.role for i in report.issues}
     measured = {r: (math.nan if r in bad else v) for r, v in _latest(frame).items()}
     env = config.envelope()
@@ -299,9 +296,9 @@ def decide(
     if model is not None:  # only the roles the model asked for: an all-NaN optional column is not data
         state = model_state(frame, model)
         if len(state) < model.history_needed():
-            report = QualityReport(issues=(*report.issues, QualityIssue(
+            report = report.adding(QualityIssue(
                 "history", "completeness", f"the model needs {model.history_needed()} rows of 5-minute history, "
-                                           f"the window holds {len(state)}")), latest=report.latest)
+                                           f"the window holds {len(state)}"))
     move_signs = latest_move_signs(frame, config.optimizer.reversal_dwell_cycles)
     plan = _plan(config, report, measured, reference, hot, model, model_problem, state, read_error, rng, move_signs)
 

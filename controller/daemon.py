@@ -436,21 +436,27 @@ class Daemon:
         try:
             model = src if src is None or isinstance(src, Forecaster) else src()
         except Exception as exc:  # the cycle falls back with model_error; a new model may cure it
-            self._request_retraining("model_error", f"{type(exc).__name__}: {exc}")
+            why = f"{type(exc).__name__}: {exc}"
+            self._request_retraining("model_error", why, why)
             raise
         if model is not None:
             drift = self.publisher.model_drift(self.parts.holder.config, model)
             if drift is not None:
-                self._request_retraining("drift", f"model {model.version}: {drift}")
+                self._request_retraining("drift", str(model.version), f"model {model.version}: {drift}")
                 raise ModelWithdrawn(drift)
         self._model = model
         return model
 
-    def _request_retraining(self, reason: str, why: str) -> None:
-        """Log the model problem and ask for one training run per distinct problem."""
-        if (reason, why) in self._retraining_asked:
+    def _request_retraining(self, reason: str, problem: str, why: str) -> None:
+        """Log the model problem and ask for one training run per ``(reason, problem)``.
+
+        ``problem`` names the case stably (the model version for drift, the error for a
+        model that cannot load), so that a message whose figures change every cycle
+        does not ask again.
+        """
+        if (reason, problem) in self._retraining_asked:
             return
-        self._retraining_asked.add((reason, why))
+        self._retraining_asked.add((reason, problem))
         if self.parts.retrain is None:
             log.error("%s; the rules decide (no retraining configured: replace the model)", why)
             return

@@ -148,6 +148,11 @@ class QualityReport:
     def summary(self) -> str:
         return "; ".join(str(i) for i in self.issues)
 
+    def adding(self, *issues: QualityIssue | None) -> QualityReport:
+        """This report with further issues appended (None entries skipped)."""
+        extra = tuple(i for i in issues if i is not None)
+        return QualityReport(issues=(*self.issues, *extra), latest=self.latest) if extra else self
+
 
 def check_window(
     frame: pd.DataFrame, roles: Iterable[str], now: datetime, interval_s: float, settings: QualitySettings
