@@ -2,7 +2,7 @@
 
 Each run trains the ensemble on simulated history before its window and compares
 CoolPilot (auto mode, the real control cycle) with the legacy rules, the tuned rules
-and the oracle over the same weeks (``controller.evaluation_run``). The window starts
+and the oracle over the same weeks (``coolpilot.evaluation.run``). The window starts
 are fixed in advance (15 July and 15 January, UTC), not chosen after seeing results.
 Targets, every run: >= 30 % cooling-energy saving against legacy, >= 10 % against
 tuned, >= 85 % of the oracle's saving against tuned, no minute above 27 C at any rack
@@ -42,9 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from controller.cli_common import _jsonable  # noqa: E402
-from controller.evaluation_report import write_outputs  # noqa: E402
-from controller.evaluation_run import EvaluationOptions, evaluate  # noqa: E402
+from coolpilot.evaluation.report import write_outputs  # noqa: E402
+from coolpilot.evaluation.run import EvaluationOptions, evaluate  # noqa: E402
+from db.jsonable import jsonable  # noqa: E402
 
 CLIMATES = ("leesburg", "dallas", "chicago", "san_jose")
 SEASON_STARTS = {"summer": datetime(2023, 7, 15, tzinfo=UTC), "winter": datetime(2023, 1, 15, tzinfo=UTC)}
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def done(line: dict[str, Any]) -> None:
         lines.append(line)
-        print(json.dumps(_jsonable(line), sort_keys=True), flush=True)
+        print(json.dumps(jsonable(line), sort_keys=True), flush=True)
         if args.markdown is not None:  # rewritten after every run, so a long benchmark can be read as it goes
             args.markdown.write_text(markdown_table(lines), encoding="utf-8")
 

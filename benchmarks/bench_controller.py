@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from controller.actuators import DbActuator  # noqa: E402
 from controller.config import Config  # noqa: E402
 from controller.cycle import run_cycle  # noqa: E402
-from controller.recorder import DecisionRecorder  # noqa: E402
+from controller.service.actuators import DbActuator  # noqa: E402
+from controller.service.recorder import DecisionRecorder  # noqa: E402
 from db.engine import make_engine  # noqa: E402
 from db.historian import InternalSource  # noqa: E402
 from db.ingest import write_wide  # noqa: E402

@@ -39,7 +39,7 @@ SCORE_BUDGET_MS = 50.0
 
 def simulate(days: int, explore_share: float, seed: int) -> pd.DataFrame:
     """Closed-loop simulated history of the default plant and climate, with exploration."""
-    from simulator.history import generate_history
+    from coolpilot.harness.history import generate_history
     from simulator.plant_sim import make_plant
 
     return generate_history(make_plant(), days=days, explore_share=explore_share, seed=seed)

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from simulator.history import rules_decide, run_closed_loop  # noqa: E402
-from simulator.oracle import oracle_setpoints  # noqa: E402
+from coolpilot.harness.history import rules_decide, run_closed_loop  # noqa: E402
+from coolpilot.harness.oracle import oracle_setpoints  # noqa: E402
 from simulator.plant_sim import make_plant  # noqa: E402
 
 TARGET_S_PER_YEAR = 30.0

@@ -1,7 +1,7 @@
 """Soak: the daemon against the simulator for 20,000 cycles (~70 days) with random faults.
 
-The real daemon (``controller.daemon.Daemon`` on a ``PacedTrigger``, as ``coolpilot
-demo`` runs it, with ``controller.sim_bridge``'s bridge, actuator and rules twin) drives
+The real daemon (``controller.service.daemon.Daemon`` on a ``PacedTrigger``, as ``coolpilot
+demo`` runs it, with ``coolpilot.harness.sim_bridge``'s bridge, actuator and rules twin) drives
 ``SimulatedPlant`` in auto mode as fast as it can, with an ensemble trained at start on
 simulated exploration history and retrained every ``--retrain-every-days`` plant days.
 Faults arrive at random, seeded (``benchmarks/soak_faults.py``): chiller trips, CRAH
@@ -55,9 +55,9 @@ from benchmarks.soak_faults import (  # noqa: E402
     config_text,
     write_atomically,
 )
-from controller.daemon import CycleReport, Daemon, DaemonParts, PacedTrigger  # noqa: E402
-from controller.demo import DemoStats  # noqa: E402
-from controller.sim_bridge import PlantActuator, PlantBridge, RulesTwin  # noqa: E402
+from controller.service.daemon import CycleReport, Daemon, DaemonParts, PacedTrigger  # noqa: E402
+from coolpilot.demo import DemoStats  # noqa: E402
+from coolpilot.harness.sim_bridge import PlantActuator, PlantBridge, RulesTwin  # noqa: E402
 
 SITE = "soak"
 RSS_TARGET_PCT = 10.0
@@ -163,18 +163,18 @@ def run_soak(args: argparse.Namespace, workdir: Path, say: Any) -> dict[str, Any
     """Set up (history, training), run the daemon with faults, and return the figures."""
     from prometheus_client import CollectorRegistry
 
-    from controller.actuators import DbActuator
-    from controller.config_watch import ConfigHolder
-    from controller.metrics import CoolpilotMetrics
-    from controller.recorder import DecisionRecorder
-    from controller.retraining import ChampionProvider, Retrainer
+    from controller.service.actuators import DbActuator
+    from controller.service.config_watch import ConfigHolder
+    from controller.service.metrics import CoolpilotMetrics
+    from controller.service.recorder import DecisionRecorder
+    from controller.service.retraining import ChampionProvider, Retrainer
+    from coolpilot.harness.history import generate_history, rules_decide
     from db.engine import DatabaseError, make_engine, redact_url
     from db.historian import InternalSource
     from db.ingest import write_wide
     from db.migrate import upgrade
     from db.query import latest_timestamp
     from forecasting.train import TrainConfig
-    from simulator.history import generate_history, rules_decide
     from simulator.plant_sim import make_plant
 
     t_setup = time.perf_counter()

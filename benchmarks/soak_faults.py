@@ -40,10 +40,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from controller.actuators import ActuationResult
-from controller.config_watch import ConfigHolder, ReloadResult
-from controller.cycle import Actuator
 from controller.decision import Decision
+from controller.seams import ActuationResult, Actuator
+from controller.service.config_watch import ConfigHolder, ReloadResult
 from db.roles import MEASUREMENT_ROLES
 
 log = logging.getLogger(__name__)

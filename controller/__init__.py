@@ -1,1 +1,1 @@
-"""Decisions, safety, fallback rules, config, daemon, metrics and the command line."""
+"""The decision core (pure: quality, candidates, optimiser, selection, safety, rules, decision, explain, cycle); the runtime in `controller.service`."""

@@ -6,7 +6,7 @@ in C, every temperature difference in K. The file may hold a database password, 
 file that group or other can write is refused (someone else could loosen the limits).
 
 Settings listed in ``RESTART_REQUIRED`` are read once at start-up; the others take
-effect at the next cycle after a reload (see ``controller.config_watch``).
+effect at the next cycle after a reload (see ``controller.service.config_watch``).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class ThresholdSettings(_Strict):
     min_saving_kw: float = Field(default=0.0, ge=0.0)
     # Forecast drift: once the mean relative error of the last ``forecast_error_window``
     # matured cooling-power forecasts exceeds this share, the model is withdrawn (the
-    # rules decide) and retraining is requested (``controller.forecast_check``).
+    # rules decide) and retraining is requested (``controller.service.forecast_check``).
     max_forecast_error_frac: float = Field(default=0.25, gt=0.0)
     forecast_error_window: int = Field(default=12, ge=1, le=2016)
     # When holding the current setpoints is itself unsure (out of distribution, too

@@ -18,15 +18,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from controller.actuators import ActuationResult
 from controller.bounds import SetpointEnvelope
 from controller.candidates import block_reversals, latest_move_signs, to_mapping, to_vector, tower_floor
 from controller.config import Config
@@ -41,10 +40,11 @@ from controller.quality import (
     usable_window,
 )
 from controller.safety import allowed_box, clamped_reference, gate, hot_guard_active, verify
-from db.query import WideFrame
+from controller.seams import ActuationResult, Actuator, ReadingSource, Recorder
+from db.grid import GRID, GRID_FREQ, floor_to_grid
+from db.psychro import wetbulb_c
 from db.roles import REQUIRED_MEASUREMENT_ROLES, ROLES, SETPOINT_ROLES
 from forecasting.protocol import Forecaster
-from forecasting.psychro import wetbulb_c
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +52,6 @@ RACK_INLET = "rack_inlet_max_c"
 WETBULB = "outdoor_wetbulb_c"
 RULE_INPUTS = (*REQUIRED_MEASUREMENT_ROLES, WETBULB)
 ForecasterSource = Forecaster | Callable[[], Forecaster | None] | None
-
-
-class ReadingSource(Protocol):
-    """The part of ``db.historian.ReadingSource`` the cycle uses."""
-
-    def read_wide(self, roles: Sequence[str], start: datetime, end: datetime, freq: str = "5min") -> WideFrame:
-        """Roles over [start, end) every ``freq``: a UTC-indexed wide frame, NaN for gaps."""
-        ...
-
-
-class Recorder(Protocol):
-    """Keeps decision rows; may buffer them while the database is down (returns None)."""
-
-    def record(self, decision: Decision) -> int | None: ...
-
-    def set_actuation(self, decision_id: int | None, decision: Decision) -> None: ...
-
-
-class Actuator(Protocol):
-    """Sends setpoints to the plant; reports delivery failures instead of raising."""
-
-    def send(self, setpoints: Mapping[str, float], *, ts: datetime, decision_id: int | None,
-             reason: str) -> ActuationResult: ...
 
 
 def _latest(frame: pd.DataFrame) -> dict[str, float]:
@@ -351,13 +328,6 @@ def decide(
     )
 
 
-GRID_FREQ = "5min"
-GRID = timedelta(minutes=5)
-
-
-def _grid_floor(ts: datetime) -> datetime:
-    floored: datetime = pd.Timestamp(ts).floor(GRID_FREQ).to_pydatetime()
-    return floored
 
 
 def required_roles(config: Config, model: Forecaster | None) -> tuple[str, ...]:
@@ -394,7 +364,7 @@ def run_cycle(
     read_error = None
     clock_error = clock_problem(source, now)
     # the grid row labelled t holds readings in (t - 5 min, t]: end just after the last full row
-    end = _grid_floor(now) + GRID
+    end = floor_to_grid(now) + GRID
     start = end - window_rows(config, model) * GRID
     try:
         frame = source.read_wide(required_roles(config, model), start, end, GRID_FREQ).frame

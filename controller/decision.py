@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from controller.cli_common import _jsonable
+from db.jsonable import jsonable
 from db.roles import SETPOINT_ROLES
 
 Outcome = Literal["optimised", "fallback", "manual", "hold"]
@@ -87,7 +87,7 @@ class Decision:
     def details(self) -> dict[str, Any]:
         """Everything except the row's own columns, JSON-ready (NaN/inf become None)."""
         own = {"ts", "site_id", "mode", "outcome", "reason", "previous", "new", "model_version", "decision_id"}
-        return {k: _jsonable(v) for k, v in asdict(self).items() if k not in own}
+        return {k: jsonable(v) for k, v in asdict(self).items() if k not in own}
 
     def to_row(self) -> dict[str, Any]:
         """Column values of the decisions table."""
@@ -98,14 +98,14 @@ class Decision:
             "outcome": self.outcome,
             "reason": self.reason,
             "model_version": self.model_version,
-            "previous_json": json.dumps(_jsonable(self.previous), sort_keys=True),
-            "new_json": json.dumps(_jsonable(self.new), sort_keys=True),
+            "previous_json": json.dumps(jsonable(self.previous), sort_keys=True),
+            "new_json": json.dumps(jsonable(self.new), sort_keys=True),
             "details_json": json.dumps(self.details(), sort_keys=True),
         }
 
     def to_json(self) -> dict[str, Any]:
         """The whole decision as one JSON-ready object (for ``--json``)."""
-        return _jsonable({**asdict(self), "ood_score": self.ood_score})  # type: ignore[no-any-return]
+        return jsonable({**asdict(self), "ood_score": self.ood_score})  # type: ignore[no-any-return]
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Decision:
@@ -135,7 +135,7 @@ class Decision:
         )
 
     def metrics_fields(self) -> dict[str, Any]:
-        """Keyword arguments for ``controller.metrics.CoolpilotMetrics.observe_decision``."""
+        """Keyword arguments for ``controller.service.metrics.CoolpilotMetrics.observe_decision``."""
         chosen = self.chosen
         return {
             "mode": {"auto": "ai"}.get(self.mode, self.mode),

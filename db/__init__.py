@@ -9,5 +9,5 @@ Modules, from the edges in:
 * `db.query` / `db.historian`: wide frames on a regular grid out, from our table or a
   site's own historian table.
 * `db.records`: decisions, setpoint commands and model records.
-* `db.cli`: ``coolpilot db init``, ``coolpilot db stats``, ``coolpilot ingest``.
+* `coolpilot.db_cli`: ``coolpilot db init``, ``coolpilot db stats``, ``coolpilot ingest``.
 """

@@ -33,6 +33,7 @@ from sqlalchemy import exc
 
 from db import query
 from db.engine import DatabaseError, db_errors, make_engine, redact_url
+from db.grid import GRID_FREQ
 from db.query import IntArray, WideFrame, bucket_to_grid, check_roles, make_grid, to_wide_frame
 from db.tagmap import TagMap
 
@@ -50,7 +51,7 @@ class HistorianConfigError(ValueError):
 class ReadingSource(Protocol):
     """Anything that serves history as wide frames on a regular grid (see `db.query`)."""
 
-    def read_wide(self, roles: Sequence[str], start: datetime, end: datetime, freq: str = "5min") -> WideFrame:
+    def read_wide(self, roles: Sequence[str], start: datetime, end: datetime, freq: str = GRID_FREQ) -> WideFrame:
         """Roles over [start, end) every ``freq``, NaN for gaps."""
         ...
 
@@ -66,7 +67,7 @@ class InternalSource:
     engine: sa.Engine
     site: str = "default"
 
-    def read_wide(self, roles: Sequence[str], start: datetime, end: datetime, freq: str = "5min") -> WideFrame:
+    def read_wide(self, roles: Sequence[str], start: datetime, end: datetime, freq: str = GRID_FREQ) -> WideFrame:
         return query.read_wide(self.engine, roles, start, end, freq=freq, site=self.site)
 
     def latest_timestamp(self) -> datetime | None:
@@ -154,7 +155,7 @@ class ExternalHistorianSource:
             conn = conn.execution_options(postgresql_readonly=True)
         return conn
 
-    def read_wide(self, roles: Sequence[str], start: datetime, end: datetime, freq: str = "5min") -> WideFrame:
+    def read_wide(self, roles: Sequence[str], start: datetime, end: datetime, freq: str = GRID_FREQ) -> WideFrame:
         role_list = check_roles(roles)
         grid = make_grid(start, end, freq)
         col_of_tag = {tag: i for i, r in enumerate(role_list) for tag in self.tag_map.tags_for(r)}

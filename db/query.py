@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from db.catalog import points_for_roles, site_id
 from db.engine import translate_errors
+from db.grid import GRID_FREQ
 from db.roles import ROLES
 from db.schema import points, readings, sites
 
@@ -98,13 +99,6 @@ def make_grid(start: datetime, end: datetime, freq: str) -> Grid:
     return Grid(start_us, step_us, -(-(end_us - start_us) // step_us))
 
 
-def floor_to_grid(ts: datetime, freq: str = "5min") -> datetime:
-    """``ts`` floored to a multiple of ``freq`` since the epoch (grid-aligned start times)."""
-    step_us = freq_us(freq)
-    us = int(pd.Timestamp(_aware_utc(ts, "ts")).as_unit("us").asm8.astype(np.int64))
-    return pd.Timestamp((us // step_us) * step_us, unit="us", tz=UTC).to_pydatetime()
-
-
 def check_roles(roles: Sequence[str]) -> list[str]:
     """Roles as a list; unknown or repeated roles are a `ValueError` naming them."""
     if isinstance(roles, str):
@@ -168,7 +162,7 @@ def read_wide(
     roles: Sequence[str],
     start: datetime,
     end: datetime,
-    freq: str = "5min",
+    freq: str = GRID_FREQ,
     site: str = "default",
 ) -> WideFrame:
     """Roles of a site over [start, end) on a regular grid; see the module doc for bucketing.

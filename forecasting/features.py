@@ -6,7 +6,7 @@ hold over the horizon; its targets are the mean cooling power and the maximum ra
 inlet over rows t+1..t+H. State columns come first and candidate (setpoint-dependent)
 columns last, so that at inference the state part is computed once and broadcast.
 
-Row convention (``simulator.history.run_closed_loop`` and the historian): row t holds
+Row convention (``coolpilot.harness.history.run_closed_loop`` and the historian): row t holds
 the readings sampled at t and the setpoints commanded at t, in force until t+1. So the
 setpoints in force while the readings of row t were taken are those of row t-1, and
 the setpoints that hold over the horizon (t, t+H] are those of rows t..t+H-1: the
@@ -26,13 +26,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from db.grid import GRID
+from db.psychro import wetbulb_c
 from db.roles import SETPOINT_ROLES
 from forecasting.cleaning import drop_outliers
-from forecasting.psychro import wetbulb_c
 
 FloatArray = npt.NDArray[np.float64]
 
-STEP = pd.Timedelta(minutes=5)
+STEP = pd.Timedelta(GRID)
 STEP_MIN = 5
 TARGETS: tuple[str, str] = ("cooling_power_kw", "rack_inlet_max_c")
 """(mean cooling power over the horizon [kW], max rack inlet over the horizon [C])."""

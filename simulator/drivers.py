@@ -3,7 +3,7 @@
 EPW (EnergyPlus weather): 8 header lines, then one comma-separated row an hour;
 columns 6-9 (0-based) are dry-bulb [C], dew point [C], relative humidity [%] and
 station pressure [Pa]. Wet-bulb follows from dry-bulb, humidity and pressure
-(psychrolib, via ``forecasting.psychro``). Shipped climates are compact CSV copies of
+(psychrolib, via ``db.psychro``). Shipped climates are compact CSV copies of
 four EPW years (see simulator/data/README.md), read by the same code.
 
 A typical-year file has no calendar year of its own: plant time maps onto it by hour
@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from forecasting.psychro import wetbulb_c
+from db.psychro import wetbulb_c
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -1,8 +1,8 @@
 """The daemon rig shared by the daemon-loop and fault-injection tests.
 
 A simulated plant with a few hours of history in a real database (SQLite or the local
-PostgreSQL), and the real `controller.daemon.Daemon` closed around it through
-`controller.sim_bridge`: the bridge writes each plant record as a historian would, the
+PostgreSQL), and the real `controller.service.daemon.Daemon` closed around it through
+`coolpilot.harness.sim_bridge`: the bridge writes each plant record as a historian would, the
 cycle reads it back through the database, and the actuator writes the real command log
 before the plant gets what was delivered. Faults are injected at the edges only:
 
@@ -31,22 +31,22 @@ import pandas as pd
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
-from controller.actuators import DbActuator
 from controller.config import Config
-from controller.config_watch import ConfigHolder
-from controller.daemon import CycleReport, Daemon, DaemonParts, PacedTrigger, WallClockTrigger
 from controller.decision import Decision
-from controller.metrics import CoolpilotMetrics
-from controller.recorder import DecisionRecorder
-from controller.sdnotify import SystemdNotifier
-from controller.sim_bridge import PlantActuator, PlantBridge
+from controller.service.actuators import DbActuator
+from controller.service.config_watch import ConfigHolder
+from controller.service.daemon import CycleReport, Daemon, DaemonParts, PacedTrigger, WallClockTrigger
+from controller.service.metrics import CoolpilotMetrics
+from controller.service.recorder import DecisionRecorder
+from controller.service.sdnotify import SystemdNotifier
+from coolpilot.harness.history import generate_history
+from coolpilot.harness.sim_bridge import PlantActuator, PlantBridge
 from db.engine import make_engine
 from db.historian import InternalSource
 from db.ingest import write_wide
 from db.query import WideFrame
 from db.roles import SETPOINT_ROLES
 from db.schema import decisions
-from simulator.history import generate_history
 from simulator.plant_sim import SimulatedPlant, make_plant
 from simulator.sensors import SensorDefects
 from tests._ctl_support import PhysicsForecaster

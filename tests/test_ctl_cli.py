@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from controller.cli import main
+from coolpilot.cli import main
 from db.ingest import write_wide
 from db.records import last_applied_setpoints
 from tests._ctl_support import START_SETPOINTS, window

@@ -19,8 +19,8 @@ import pytest
 from controller.config import Config
 from controller.cycle import decide
 from controller.decision import Decision
+from coolpilot.harness.history import generate_history, rules_decide, run_closed_loop
 from db.roles import SETPOINT_ROLES
-from simulator.history import generate_history, rules_decide, run_closed_loop
 from simulator.plant_sim import make_plant
 
 LIMIT_C = 27.0

@@ -15,7 +15,7 @@ from controller.config import (
     parse_config,
     restart_required_changes,
 )
-from controller.config_watch import ConfigHolder
+from controller.service.config_watch import ConfigHolder
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "config" / "coolpilot.example.toml"
 

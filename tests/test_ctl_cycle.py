@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 
 import controller.cycle as cycle
-from controller.actuators import ActuationResult
 from controller.decision import Decision
 from controller.optimizer import OptimisationResult
 from controller.rules import rule_setpoints
 from controller.safety import gate
+from controller.seams import ActuationResult
 from db.engine import DatabaseError
+from db.psychro import wetbulb_c
 from db.query import WideFrame
 from db.roles import SETPOINT_ROLES
-from forecasting.psychro import wetbulb_c
 from tests._ctl_support import NOW, START_SETPOINTS, PhysicsForecaster, config, later, window
 
 PINNED = "[setpoints.chw_supply_sp_c]\npin_c = 10.0\n"

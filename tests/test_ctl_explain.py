@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from controller.cycle import decide
 from controller.decision import Decision
 from controller.explain import explanation, render
-from controller.metrics import CoolpilotMetrics
+from controller.service.metrics import CoolpilotMetrics
 from db.roles import SETPOINT_ROLES
 from tests._ctl_support import NOW, START_SETPOINTS, PhysicsForecaster, config, later, window
 

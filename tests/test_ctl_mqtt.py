@@ -14,8 +14,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.actuators import MqttActuator
 from controller.config import MqttSettings
+from controller.service.actuators import MqttActuator
 
 BROKER = ("127.0.0.1", 1883)
 TS = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from controller.actuators import DbActuator, MqttActuator
 from controller.config import MqttSettings
 from controller.cycle import decide
 from controller.decision import Decision
 from controller.explain import render
-from controller.recorder import DecisionRecorder
+from controller.service.actuators import DbActuator, MqttActuator
+from controller.service.recorder import DecisionRecorder
 from db.engine import make_engine
 from db.records import decision_at, last_applied_setpoints, latest_decision
 from db.schema import setpoint_commands

@@ -15,8 +15,8 @@ import pandas as pd
 from prometheus_client import CollectorRegistry
 
 from controller.cycle import run_cycle
-from controller.cycle_metrics import CyclePublisher, RecordingSource
-from controller.metrics import CoolpilotMetrics
+from controller.service.cycle_metrics import CyclePublisher, RecordingSource
+from controller.service.metrics import CoolpilotMetrics
 from forecasting.protocol import FloatArray, Forecast
 from tests._ctl_support import NOW, START_SETPOINTS, PhysicsForecaster, config, later, window
 from tests.test_ctl_cycle import FrameSource, ListActuator, ListRecorder

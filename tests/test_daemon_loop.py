@@ -25,11 +25,11 @@ import sqlalchemy as sa
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.config_watch import ConfigHolder
-from controller.daemon import CycleReport, Daemon, PacedTrigger, WallClockTrigger
 from controller.decision import Decision
-from controller.retraining import TrainingOutcome
-from controller.sdnotify import SystemdNotifier
+from controller.service.config_watch import ConfigHolder
+from controller.service.daemon import CycleReport, Daemon, PacedTrigger, WallClockTrigger
+from controller.service.retraining import TrainingOutcome
+from controller.service.sdnotify import SystemdNotifier
 from db.roles import SETPOINT_ROLES
 from db.schema import setpoint_commands
 from tests._ctl_support import PhysicsForecaster

@@ -76,7 +76,7 @@ def site_db(sqlite_url: str) -> str:
 
 
 class Daemon:
-    """A running `python -m controller.cli run` with its log file."""
+    """A running `python -m coolpilot.cli run` with its log file."""
 
     def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
         self.proc, self.log = proc, log
@@ -102,7 +102,7 @@ def running_daemon(config: Path, db_url: str, tmp_path: Path, env: dict[str, str
     environ.update(env or {})
     environ["COOLPILOT_MODELS_DIR"] = str(tmp_path / "models")
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", "--config", str(config),
+        proc = subprocess.Popen([sys.executable, "-m", "coolpilot.cli", "run", "--config", str(config),
                                  "--db", db_url, *args], cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     daemon = Daemon(proc, log)

@@ -13,13 +13,13 @@ import pytest
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
 from prometheus_client import CollectorRegistry
 
-from controller.cycle_metrics import latest_row, rules_setpoints_for
 from controller.decision import Decision
-from controller.forecast_check import ForecastLedger, PendingForecast, actual_mean_kw, anchor_row
-from controller.live_view import LiveStatus, LiveView, one_line, render
 from controller.rules import rule_setpoints
 from controller.safety import gate
-from controller.scheduler import TRAINING_EXECUTOR, JobMetrics, JobMonitor, make_scheduler
+from controller.service.cycle_metrics import latest_row, rules_setpoints_for
+from controller.service.forecast_check import ForecastLedger, PendingForecast, actual_mean_kw, anchor_row
+from controller.service.scheduler import TRAINING_EXECUTOR, JobMetrics, JobMonitor, make_scheduler
+from coolpilot.live_view import LiveStatus, LiveView, one_line, render
 from db.roles import SETPOINT_ROLES
 from tests._ctl_support import START_SETPOINTS, config
 

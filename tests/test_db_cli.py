@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from controller.cli import main
+from coolpilot.cli import main
 
 DATA = Path(__file__).resolve().parent / "data"
 SECRET = "s3cr3t-Pa55"
@@ -122,7 +122,7 @@ def test_console_entry_point_uses_env_url_and_exits_2(tmp_path: Path) -> None:
     """The real process: the database URL from the environment, no traceback, exit 2."""
     env = {k: v for k, v in os.environ.items() if k != "COOLPILOT_DATABASE_URL"}
     env["COOLPILOT_DATABASE_URL"] = f"postgresql://postgres:{SECRET}@127.0.0.1:1/x?connect_timeout=3"
-    proc = subprocess.run([sys.executable, "-m", "controller.cli", "db", "init"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "coolpilot.cli", "db", "init"], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=120, check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("coolpilot db: error: cannot use database")

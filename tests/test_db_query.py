@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from db.grid import floor_to_grid
 from db.ingest import ingest_csv, write_wide
 from db.query import (
     Grid,
     bucket_to_grid,
-    floor_to_grid,
     latest_timestamp,
     make_grid,
     read_wide,

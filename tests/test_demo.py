@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 def demo(workdir: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "controller.cli", "demo", "--workdir", str(workdir), *SMALL, *args],
+    return subprocess.Popen([sys.executable, "-m", "coolpilot.cli", "demo", "--workdir", str(workdir), *SMALL, *args],
                             cwd=workdir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from controller.metrics import CoolpilotMetrics
+from controller.service.metrics import CoolpilotMetrics
 from tests.prom_helpers import PROMTOOL, requires_promtool
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from controller import evaluation as ev
-from controller.cli import main
-from controller.evaluation_report import diagnose, markdown
-from controller.evaluation_run import EvaluationError, EvaluationOptions, plant_maker, run_frame, summarise
+from coolpilot.cli import main
+from coolpilot.evaluation import kpis as ev
+from coolpilot.evaluation.report import diagnose, markdown
+from coolpilot.evaluation.run import EvaluationError, EvaluationOptions, plant_maker, run_frame, summarise
 from db.roles import SETPOINT_ROLES
 
 T0 = datetime(2023, 7, 15, tzinfo=UTC)
@@ -284,7 +284,7 @@ def test_cli_refuses_bad_input_with_one_line(capsys: pytest.CaptureFixture[str],
 
 
 def test_summary_diagnosis_and_report_name_the_missed_targets() -> None:
-    from controller.evaluation_run import ControllerRun
+    from coolpilot.evaluation.run import ControllerRun
 
     frames = _three_runs()
     decisions = pd.DataFrame({"outcome": ["optimised"] * 8 + ["fallback"] * 4, "reason_code": [None] * 8 + ["ood"] * 4,
@@ -311,7 +311,7 @@ def test_summary_diagnosis_and_report_name_the_missed_targets() -> None:
 
 
 def test_diagnosis_flags_an_oracle_that_was_beaten() -> None:
-    from controller.evaluation_run import ControllerRun
+    from coolpilot.evaluation.run import ControllerRun
 
     frames = _three_runs()
     frames["oracle"] = frame(12, cooling_power_kw=260.0, rack_inlet_max_c=26.0)  # worse than CoolPilot's 240

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from controller.cli import main
+from coolpilot.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from controller.daemon import Daemon
+from controller.service.daemon import Daemon
 from db.records import last_applied_setpoints
 from db.roles import SETPOINT_ROLES
 from tests._fault_rig import SITE, Rig, assert_kept_running_and_recorded, assert_resumed, make_rig, run
@@ -143,7 +143,7 @@ def test_a_historian_that_stops_updating_is_stale_data_until_it_writes_again(
         quality.append(rig.value("coolpilot_data_quality_issues", check="freshness"))
         ages.append(rig.value("coolpilot_data_age_seconds"))
 
-    with caplog.at_level(logging.WARNING, logger="controller.daemon"):
+    with caplog.at_level(logging.WARNING, logger="controller.service.daemon"):
         r = run(rig, 14, {4: stop, 10: restart}, probe)
 
     assert_kept_running_and_recorded(rig, r, 14)

@@ -28,9 +28,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from controller.actuators import ActuationResult, DbActuator, MqttActuator
 from controller.config import MqttSettings
 from controller.decision import Decision
+from controller.seams import ActuationResult
+from controller.service.actuators import DbActuator, MqttActuator
 from db.engine import make_engine, redact_url
 from db.records import last_applied_setpoints
 from db.roles import SETPOINT_ROLES

@@ -6,7 +6,7 @@ is the shipped weather made 12 K hotter from a given hour on, beyond anything th
 model was trained on. Where the model is the point (out-of-distribution inputs, broken
 artifacts) a small ensemble is trained once per module on five simulated days with
 exploration and registered as champion, so the daemon loads it through the registry
-(`controller.retraining.ChampionProvider`) as in production; elsewhere the tests'
+(`controller.service.retraining.ChampionProvider`) as in production; elsewhere the tests'
 physics-shaped forecaster, or a persistence forecaster whose bias the test sets.
 
 What must happen: the daemon keeps deciding, what reaches the plant stays within the
@@ -29,18 +29,18 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from controller.daemon import Daemon, PacedTrigger
-from controller.forecast_check import DriftCheck, MaturedForecast, PendingForecast
-from controller.retraining import ChampionProvider, Retrainer, TrainingOutcome
+from controller.service.daemon import Daemon, PacedTrigger
+from controller.service.forecast_check import DriftCheck, MaturedForecast, PendingForecast
+from controller.service.retraining import ChampionProvider, Retrainer, TrainingOutcome
+from coolpilot.harness.history import generate_history
+from db.psychro import wetbulb_c
 from db.roles import SETPOINT_ROLES
 from forecasting.artifact import WEIGHTS_FILE
 from forecasting.protocol import FloatArray, Forecast
-from forecasting.psychro import wetbulb_c
 from forecasting.registry import champion_entry, register_trained
 from forecasting.train import TrainConfig, TrainResult, fit_forecaster
 from simulator.config import PlantConfig
 from simulator.drivers import hours_since_new_year, load_climate, load_workload
-from simulator.history import generate_history
 from simulator.plant_sim import DEFAULT_START, SimulatedPlant, make_plant
 from tests._ctl_support import PhysicsForecaster
 from tests._fault_rig import (

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from controller.cli import main
+from coolpilot.cli import main
+from coolpilot.harness.history import generate_history
 from db.engine import make_engine
 from db.ingest import write_wide
 from forecasting.registry import load_champion
-from simulator.history import generate_history
 from simulator.plant_sim import make_plant
 
 SITE = "sim-hall"

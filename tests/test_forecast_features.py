@@ -7,6 +7,7 @@ import pandas as pd
 import psychrolib
 import pytest
 
+from db.psychro import wetbulb_c
 from db.roles import SETPOINT_ROLES
 from forecasting.cleaning import drop_outliers, outlier_mask
 from forecasting.features import (
@@ -21,7 +22,6 @@ from forecasting.features import (
     state_vector,
     uses_wetbulb_sensor,
 )
-from forecasting.psychro import wetbulb_c
 from tests._forecast_synth import synthetic_history
 
 

@@ -19,8 +19,8 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from controller.config import RESTART_REQUIRED, Config, ConfigError, parse_config
-from controller.config_watch import ConfigHolder
 from controller.cycle import decide
+from controller.service.config_watch import ConfigHolder
 from tests._ctl_support import NOW, START_SETPOINTS, window
 from tests._fuzz_support import FIXTURE_OK, toml_value
 

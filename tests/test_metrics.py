@@ -16,7 +16,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.bounds import RoleBounds, SetpointEnvelope
-from controller.metrics import (
+from controller.service.metrics import (
     FALLBACK_REASONS,
     MODES,
     OUTCOMES,
@@ -194,7 +194,7 @@ def test_fallback_cycle_sets_reason_and_blanks_forecasts(registry: CollectorRegi
 
 def test_unknown_label_values_stay_bounded(registry: CollectorRegistry, metrics: CoolpilotMetrics,
                                            caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="controller.metrics"):
+    with caplog.at_level(logging.WARNING, logger="controller.service.metrics"):
         metrics.observe_decision(mode="turbo", outcome="applied", ts_s=1.0, fallback_reason="cosmic_rays",
                                  setpoints_c={"made_up_sp_c": 3.0})
         metrics.observe_decision(mode="turbo", outcome="applied", ts_s=2.0, fallback_reason="cosmic_rays")

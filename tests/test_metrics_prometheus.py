@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from controller.metrics import CoolpilotMetrics, serve
+from controller.service.metrics import CoolpilotMetrics, serve
 from tests.prom_helpers import PrometheusServer, requires_prometheus, running_prometheus
 from tests.test_deploy import ALERTS, dashboard_exprs
 

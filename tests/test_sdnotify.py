@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.sdnotify import SystemdNotifier, watchdog_interval_s
+from controller.service.sdnotify import SystemdNotifier, watchdog_interval_s
 
 
 def receive(sock: socket.socket) -> dict[str, str]:
@@ -80,13 +80,13 @@ def test_no_op_without_notify_socket() -> None:
 
 def test_send_failure_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     n = SystemdNotifier(str(tmp_path / "nobody-listens.sock"))
-    with caplog.at_level(logging.WARNING, logger="controller.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="controller.service.sdnotify"):
         assert n.watchdog() is False
     assert "nobody-listens.sock" in caplog.text
 
 
 def test_relative_socket_name_is_rejected(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="controller.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="controller.service.sdnotify"):
         n = SystemdNotifier("relative/notify.sock")
     assert not n.enabled
     assert "neither a path nor an abstract name" in caplog.text

@@ -31,15 +31,15 @@ import torch
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from controller.actuators import DbActuator
-from controller.cli import main
 from controller.config import parse_config
-from controller.config_watch import ConfigHolder
 from controller.cycle import run_cycle
-from controller.daemon import Daemon, DaemonParts, WallClockTrigger
-from controller.metrics import CoolpilotMetrics, serve
-from controller.recorder import DecisionRecorder
-from controller.retraining import ChampionProvider, Retrainer
+from controller.service.actuators import DbActuator
+from controller.service.config_watch import ConfigHolder
+from controller.service.daemon import Daemon, DaemonParts, WallClockTrigger
+from controller.service.metrics import CoolpilotMetrics, serve
+from controller.service.recorder import DecisionRecorder
+from controller.service.retraining import ChampionProvider, Retrainer
+from coolpilot.cli import main
 from db import bulk, records
 from db.engine import SQLITE_BUSY_TIMEOUT_MS, DatabaseError, make_engine, redact_url
 from db.historian import ExternalHistorianSource, InternalSource
@@ -82,7 +82,7 @@ def coolpilot_run(config: Path, log: Path, env: dict[str, str], *flags: str) -> 
     environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
     environ.update(env)
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "controller.cli", *flags, "run", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "coolpilot.cli", *flags, "run", "--config", str(config)],
                                 cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         yield proc
@@ -140,7 +140,7 @@ def test_the_daemon_listens_on_nothing_but_its_metrics_port(host: str | None, si
 
 def test_no_product_code_opens_a_listener_but_the_metrics_server() -> None:
     found = {f.where for f in scan_product("listen")}
-    assert found == {"controller/metrics.py::MetricsServer.__init__"}, found
+    assert found == {"controller/service/metrics.py::MetricsServer.__init__"}, found
     # the scan does see listeners (it is not vacuous)
     assert scan_source("listen", "import socket\ns = socket.socket()\ns.bind(('0.0.0.0', 80))\n")
 

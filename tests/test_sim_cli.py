@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller.cli import main
+from coolpilot.cli import main
 from db.engine import make_engine
 from db.query import read_wide
 from db.roles import SETPOINT_ROLES

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from coolpilot.harness.history import rules_decide, run_closed_loop
 from db.roles import MEASUREMENT_ROLES, ROLES
 from simulator.config import FaultRates, PlantConfig
-from simulator.history import rules_decide, run_closed_loop
 from simulator.plant_sim import make_plant
 from simulator.sensors import SensorBank, SensorDefects
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from controller.bounds import SetpointEnvelope
+from coolpilot.harness.history import ExploringRules, generate_history, rules_decide, run_closed_loop
 from db.roles import MEASUREMENT_ROLES, SETPOINT_ROLES
-from simulator.history import ExploringRules, generate_history, rules_decide, run_closed_loop
 from simulator.plant_sim import make_plant
 from simulator.sensors import SensorDefects
 

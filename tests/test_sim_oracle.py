@@ -8,8 +8,8 @@ import pytest
 
 from controller.bounds import SetpointEnvelope
 from controller.safety import allowed_box, clamped_reference
-from simulator.history import rules_decide, run_closed_loop
-from simulator.oracle import oracle_decide, oracle_setpoints
+from coolpilot.harness.history import rules_decide, run_closed_loop
+from coolpilot.harness.oracle import oracle_decide, oracle_setpoints
 from simulator.plant_sim import make_plant
 from simulator.sensors import SensorDefects
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from coolpilot.harness.history import ExploringRules, rules_decide, run_closed_loop
 from db.roles import MEASUREMENT_ROLES, ROLES, SETPOINT_ROLES
 from simulator.drivers import SHIPPED_CLIMATES
-from simulator.history import ExploringRules, rules_decide, run_closed_loop
 from simulator.plant import Plant, load_plant_factory
 from simulator.plant_sim import SimulatedPlant, make_plant
 from simulator.sensors import SensorDefects

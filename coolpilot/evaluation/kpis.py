@@ -1,6 +1,6 @@
 """The figures of a closed-loop evaluation: pure functions on per-record frames.
 
-Why apart from the runner (``controller.evaluation_run``): the headline numbers
+Why apart from the runner (``coolpilot.evaluation.run``): the headline numbers
 (cooling energy, PUE, savings, the share of the oracle's saving, thermal violations,
 inlet rate of change, setpoint moves, fallbacks) must be computed the same way for
 every controller and be checkable on small hand-built frames. A run frame has one row

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from controller.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
+from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
 from db.engine import DatabaseError, make_engine, redact_url, resolve_url
 from db.tagmap import TagMap, TagMapError
 

@@ -1,4 +1,4 @@
-"""``coolpilot evaluate``: the reproducible closed-loop comparison (see ``controller.evaluation_run``)."""
+"""``coolpilot evaluate``: the reproducible closed-loop comparison (see ``coolpilot.evaluation.run``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from controller.cli_common import CliError, add_json_arg, emit, parse_start, progress
-from controller.evaluation_run import DEFAULT_PLANT, DEFAULT_START, EvaluationError, EvaluationOptions
+from coolpilot.cli_common import CliError, add_json_arg, emit, parse_start, progress
+from coolpilot.evaluation.run import DEFAULT_PLANT, DEFAULT_START, EvaluationError, EvaluationOptions
 
 DEFAULT_OUT = "coolpilot-eval"
 
@@ -49,8 +49,8 @@ def _human(summary: dict[str, Any]) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from controller.config import ConfigError, load_config
-    from controller.evaluation_report import write_outputs
-    from controller.evaluation_run import evaluate
+    from coolpilot.evaluation.report import write_outputs
+    from coolpilot.evaluation.run import evaluate
 
     if not getattr(args, "verbose", False):
         logging.getLogger("alembic").setLevel(logging.WARNING)

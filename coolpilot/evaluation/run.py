@@ -3,7 +3,7 @@
 Why it is built this way: the comparison is only fair if everything but the controller
 is identical. Each controller gets a plant from the same factory with the same
 arguments (weather, load, seed, hence sensor noise), warmed up by the same training-
-history run (tuned rules with safe random exploration, ``simulator.history``), so all
+history run (tuned rules with safe random exploration, ``coolpilot.harness.history``), so all
 four start the evaluation window in the same state. The CoolPilot plant's history is
 written to a SQLite database and the ensemble is trained from it with the daemon's own
 ``Retrainer`` and registry; CoolPilot then runs the real control cycle
@@ -11,7 +11,7 @@ written to a SQLite database and the ensemble is trained from it with the daemon
 reading every record back from the database through ``db.historian.InternalSource``.
 The rule presets and the oracle decide directly on the plant's readings behind the
 same safety gate (bounds and rate limits). The figures come from
-``controller.evaluation``; files and plots from ``controller.evaluation_report``.
+``coolpilot.evaluation.kpis``; files and plots from ``coolpilot.evaluation.report``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from controller import evaluation as ev
 from controller.config import Config
 from controller.decision import Decision
+from coolpilot.evaluation import kpis as ev
 from db.roles import MEASUREMENT_ROLES
 from simulator.plant import Plant, PlantFactory
 
@@ -164,9 +164,9 @@ class CoolPilotLoop:
     """
 
     def __init__(self, plant: Plant, engine: Any, config: Config, forecaster: Any) -> None:
-        from controller.actuators import DbActuator
-        from controller.recorder import DecisionRecorder
-        from controller.sim_bridge import PlantActuator
+        from controller.service.actuators import DbActuator
+        from controller.service.recorder import DecisionRecorder
+        from coolpilot.harness.sim_bridge import PlantActuator
         from db.historian import InternalSource
 
         self.plant, self.engine, self.config, self.forecaster = plant, engine, config, forecaster
@@ -178,7 +178,7 @@ class CoolPilotLoop:
 
     def __call__(self) -> None:
         from controller.cycle import run_cycle
-        from controller.sim_bridge import plant_record
+        from coolpilot.harness.sim_bridge import plant_record
         from db.ingest import write_wide
 
         write_wide(self.engine, plant_record(self.plant), self.config.site_id)
@@ -248,13 +248,13 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
     """
     t_all = time.perf_counter()
     make, takes_start = plant_maker(opts.plant, opts.climate, opts.workload, opts.seed)  # fail fast on a bad spec
-    from controller.retraining import ChampionProvider, Retrainer
+    from controller.service.retraining import ChampionProvider, Retrainer
+    from coolpilot.harness.history import generate_history, rules_decide
+    from coolpilot.harness.oracle import oracle_decide
     from db.engine import DatabaseError, make_engine
     from db.ingest import write_wide
     from db.migrate import upgrade
     from forecasting.train import TrainConfig
-    from simulator.history import generate_history, rules_decide
-    from simulator.oracle import oracle_decide
 
     out_dir.mkdir(parents=True, exist_ok=True)
     config = _controller_config(opts.config)

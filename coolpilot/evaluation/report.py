@@ -1,7 +1,7 @@
 """The evaluation's outputs: ``evaluation.json`` (every figure), ``report.md`` and its plots.
 
-Why a separate module: the figures (``controller.evaluation``) and the runs
-(``controller.evaluation_run``) are what is checked; this turns them into something a
+Why a separate module: the figures (``coolpilot.evaluation.kpis``) and the runs
+(``coolpilot.evaluation.run``) are what is checked; this turns them into something a
 person reads, including, for every missed target, by how much and the likely reasons
 that the data itself shows (how often CoolPilot fell back or held, what the oracle
 could have saved, how far the forecasts were off). Plots use matplotlib's Agg backend
@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from controller import evaluation as ev
-from controller.cli_common import _jsonable
-from controller.evaluation_run import EvaluationResult
+from coolpilot.evaluation import kpis as ev
+from coolpilot.evaluation.run import EvaluationResult
+from db.jsonable import jsonable
 from db.roles import SETPOINT_ROLES
 
 JSON_NAME = "evaluation.json"
@@ -61,7 +61,7 @@ def write_outputs(result: EvaluationResult, out_dir: Path, command: str | None =
                         "plots": [f"{PLOTS_DIR}/{p.name}" for p in plots]}
     summary["diagnosis"] = diagnose(summary)
     (out_dir / REPORT_NAME).write_text(markdown(summary), encoding="utf-8")
-    (out_dir / JSON_NAME).write_text(json.dumps(_jsonable(summary), indent=1, sort_keys=True) + "\n",
+    (out_dir / JSON_NAME).write_text(json.dumps(jsonable(summary), indent=1, sort_keys=True) + "\n",
                                      encoding="utf-8")
     return summary
 

@@ -17,8 +17,8 @@ import numpy as np
 from controller.bounds import SetpointEnvelope
 from controller.candidates import box_arrays, coupling_ok, initial_candidates, to_mapping, to_vector
 from controller.safety import allowed_box, clamped_reference
+from coolpilot.harness.history import RACK_INLET_LIMIT_C, Decide
 from db.roles import SETPOINT_ROLES
-from simulator.history import RACK_INLET_LIMIT_C, Decide
 from simulator.plant_sim import SimulatedPlant
 
 GRID_POINTS_PER_ROLE = 5

@@ -19,28 +19,19 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from controller.config import ActuatorSettings, MqttSettings
+from controller.seams import ActuationResult
 from db.engine import DatabaseError
 from db.roles import SETPOINT_ROLES
 
 log = logging.getLogger(__name__)
 
 SOURCE = "controller"
-
-
-@dataclass(frozen=True)
-class ActuationResult:
-    """``sent``: the setpoints [C] the plant side confirmed; ``status``: "sent" or "failed: why"."""
-
-    ok: bool
-    status: str
-    sent: dict[str, float] = field(default_factory=dict)
 
 
 def _valid(setpoints: Mapping[str, float]) -> dict[str, float]:

@@ -15,25 +15,26 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from controller.cycle import ReadingSource, Recorder, model_state
+from controller.cycle import model_state
 from controller.decision import Decision
-from controller.forecast_check import COOLING, DriftCheck, ForecastLedger, PendingForecast, anchor_row
-from controller.metrics import CoolpilotMetrics
 from controller.rules import rule_setpoints
 from controller.safety import gate
+from controller.seams import ReadingSource, Recorder
+from controller.service.forecast_check import COOLING, DriftCheck, ForecastLedger, PendingForecast, anchor_row
+from controller.service.metrics import CoolpilotMetrics
 from db.engine import DatabaseError
+from db.grid import GRID, GRID_FREQ
 from db.roles import REQUIRED_MEASUREMENT_ROLES, SETPOINT_ROLES
 from forecasting.protocol import Forecaster
 
 log = logging.getLogger(__name__)
 
-ROW = timedelta(minutes=5)
 
 
 class RecordingSource:
@@ -43,7 +44,7 @@ class RecordingSource:
         self.inner = inner
         self.frame: pd.DataFrame | None = None
 
-    def read_wide(self, roles: Any, start: datetime, end: datetime, freq: str = "5min") -> Any:
+    def read_wide(self, roles: Any, start: datetime, end: datetime, freq: str = GRID_FREQ) -> Any:
         self.frame = None
         wide = self.inner.read_wide(roles, start, end, freq)
         self.frame = wide.frame
@@ -185,9 +186,9 @@ class CyclePublisher:
         if due is None or newest is None or frame is None or due.matures_at > newest:
             return
         series = frame[COOLING]
-        if pd.Timestamp(due.anchor) + ROW < frame.index[0]:  # the window does not reach back far enough
+        if pd.Timestamp(due.anchor) + GRID < frame.index[0]:  # the window does not reach back far enough
             try:
-                series = self.source.inner.read_wide([COOLING], due.anchor, newest + ROW).frame[COOLING]
+                series = self.source.inner.read_wide([COOLING], due.anchor, newest + GRID).frame[COOLING]
             except Exception as exc:
                 log.warning("cannot read cooling power to check forecasts: %s", exc)
                 return

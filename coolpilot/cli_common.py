@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+from db.jsonable import jsonable
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -35,24 +36,12 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _jsonable(value.item())
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
 
 
 def emit(args: argparse.Namespace, payload: Mapping[str, Any], human: str) -> None:
     """Print the JSON object under --json, else the human-readable text."""
     if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(_jsonable(payload), sort_keys=True) + "\n")
+        sys.stdout.write(json.dumps(jsonable(payload), sort_keys=True) + "\n")
     else:
         sys.stdout.write(human.rstrip("\n") + "\n")
     sys.stdout.flush()

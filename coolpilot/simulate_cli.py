@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from controller.cli_common import CliError, add_db_arg, add_json_arg, emit, parse_start, progress
 from controller.rules import PRESETS
+from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, emit, parse_start, progress
+from coolpilot.harness.history import ExploringRules, run_closed_loop
 from db.roles import MEASUREMENT_ROLES
 from simulator.drivers import SHIPPED_CLIMATES, DriverError
-from simulator.history import ExploringRules, run_closed_loop
 from simulator.plant import Plant, PlantFactory
 from simulator.summary import summarize_run
 

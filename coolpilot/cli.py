@@ -13,15 +13,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from controller.cli_common import CliError
+from coolpilot.cli_common import CliError
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "db.cli",
-    "controller.commands",
-    "simulator.cli",
-    "controller.daemon_cli",
-    "forecasting.cli",
-    "controller.evaluation_cli",
+    "coolpilot.db_cli",
+    "coolpilot.decide_cli",
+    "coolpilot.simulate_cli",
+    "coolpilot.run_cli",
+    "coolpilot.train_cli",
+    "coolpilot.evaluate_cli",
 )
 
 

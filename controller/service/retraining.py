@@ -162,8 +162,8 @@ class Retrainer:
                                    error=f"{type(exc).__name__}: {exc}")
 
     def _train(self, cancel: threading.Event | None, started: float) -> TrainingOutcome:
-        from forecasting.cli import load_history
         from forecasting.features import TARGETS, FeatureSpec
+        from forecasting.history import load_history
         from forecasting.registry import register_trained
         from forecasting.train import TrainConfig, fit_forecaster
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from controller.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
 from controller.config import RESTART_REQUIRED, Config, ConfigError, load_config
 from controller.decision import Decision
+from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
 
 CONFIG_ENV = "COOLPILOT_CONFIG"
 
@@ -102,9 +102,9 @@ def cmd_decide(args: argparse.Namespace) -> int:
         raise CliError("decide runs a single cycle: pass --once (the continuous daemon is `coolpilot run`)")
     config = _load(args.config)
     engine = _engine(args, config)
-    from controller.actuators import make_actuator
     from controller.cycle import run_cycle
-    from controller.recorder import DecisionRecorder
+    from controller.service.actuators import make_actuator
+    from controller.service.recorder import DecisionRecorder
     from db.engine import DatabaseError
     from db.historian import HistorianConfigError, historian_from_config
     from db.records import last_applied_setpoints

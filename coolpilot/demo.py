@@ -3,7 +3,7 @@
 What it shows, in this order: a local SQLite database is created; a month of plant
 history is simulated under the tuned rules with safe random exploration (so the model
 sees what setpoints do) and stored as readings; the forecasting ensemble is trained and
-registered as champion; then the daemon itself (`controller.daemon.Daemon`, the same
+registered as champion; then the daemon itself (`controller.service.daemon.Daemon`, the same
 class `coolpilot run` uses) drives the simulated plant, one 5-minute cycle per
 second by default, serving its Prometheus metrics, while a twin plant with the same
 weather, load, seed and state runs the tuned rules in lockstep. The difference in
@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from controller.cli_common import CliError
-from controller.daemon import CycleReport, Daemon, DaemonParts, PacedTrigger
-from controller.live_view import LiveStatus, LiveView
-from controller.sim_bridge import EnergyMeter, PlantActuator, PlantBridge, RulesTwin
+from controller.service.daemon import CycleReport, Daemon, DaemonParts, PacedTrigger
+from coolpilot.cli_common import CliError
+from coolpilot.harness.sim_bridge import EnergyMeter, PlantActuator, PlantBridge, RulesTwin
+from coolpilot.live_view import LiveStatus, LiveView
 from db.roles import SETPOINT_ROLES
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def _write_config(workdir: Path, opts: DemoOptions) -> Path:
 
 
 def _serve_metrics(registry: Any, host: str, port: int, say: Callable[[str], None]) -> Any:
-    from controller.metrics import serve
+    from controller.service.metrics import serve
 
     try:
         return serve(registry, host=host, port=port)
@@ -177,18 +177,18 @@ def run_demo(opts: DemoOptions, *, say: Callable[[str], None], view_stream: Text
     """Set up, run the daemon closed loop until ``steps`` or Ctrl-C, and return the summary."""
     from prometheus_client import CollectorRegistry
 
-    from controller.actuators import DbActuator
-    from controller.config_watch import ConfigHolder
-    from controller.metrics import CoolpilotMetrics
-    from controller.recorder import DecisionRecorder
-    from controller.retraining import ChampionProvider, Retrainer
+    from controller.service.actuators import DbActuator
+    from controller.service.config_watch import ConfigHolder
+    from controller.service.metrics import CoolpilotMetrics
+    from controller.service.recorder import DecisionRecorder
+    from controller.service.retraining import ChampionProvider, Retrainer
+    from coolpilot.harness.history import generate_history, rules_decide
     from db.engine import DatabaseError, make_engine, redact_url
     from db.historian import InternalSource
     from db.ingest import write_wide
     from db.migrate import upgrade
     from db.query import latest_timestamp
     from forecasting.train import TrainConfig
-    from simulator.history import generate_history, rules_decide
     from simulator.plant_sim import make_plant
 
     t_setup = time.perf_counter()

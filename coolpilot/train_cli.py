@@ -11,20 +11,18 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-import pandas as pd
 import sqlalchemy as sa
 
-from controller.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
+from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
 from db.engine import DatabaseError, make_engine, resolve_url
 from db.migrate import require_schema
-from db.query import floor_to_grid, latest_timestamp, read_wide
 from forecasting.artifact import ArtifactError
 from forecasting.device import DEVICE_CHOICES
-from forecasting.features import TARGETS, WETBULB, FeatureError, FeatureSpec, uses_wetbulb_sensor
+from forecasting.features import TARGETS, FeatureError, FeatureSpec, uses_wetbulb_sensor
+from forecasting.history import load_history
 from forecasting.registry import (
     ModelEntry,
     RegistryError,
@@ -108,31 +106,6 @@ def progress_bar(stream: TextIO) -> Callable[[EpochReport], None]:
         stream.flush()
 
     return show
-
-
-def load_history(engine: sa.Engine, site: str, days: int, spec: FeatureSpec) -> pd.DataFrame:
-    """The last ``days`` of a site's history on the 5-minute grid; roles with no data are refused."""
-    if days < 1:
-        raise ValueError(f"--days must be at least 1, got {days}")
-    latest = latest_timestamp(engine, site)
-    if latest is None:
-        raise ValueError(f"site {site!r} has no history: ingest sensor data first (coolpilot db ingest)")
-    end = floor_to_grid(latest) + timedelta(minutes=5)
-    start = end - timedelta(days=days)
-    roles = list(dict.fromkeys([*spec.required_roles(), WETBULB]))
-    frame = read_wide(engine, roles, start, end, site=site).frame
-    has_data = frame.notna().any(axis=1)
-    if has_data.any():  # the window starts at the site's first reading, not before it
-        frame = frame.loc[has_data.idxmax():]
-    if frame[WETBULB].isna().all():
-        frame = frame.drop(columns=[WETBULB])  # derived from dry-bulb and RH instead
-    empty = [str(c) for c in frame.columns if frame[c].isna().all() and c != WETBULB]
-    if empty:
-        raise FeatureError(
-            f"site {site!r} has no readings for role(s) {', '.join(empty)} between {start.isoformat()} and "
-            f"{end.isoformat()}; map a tag to each (the forecaster needs {', '.join(spec.required_roles())})"
-        )
-    return frame
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:

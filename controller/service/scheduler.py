@@ -55,7 +55,7 @@ def make_scheduler(misfire_grace_s: int = DEFAULT_MISFIRE_GRACE_S) -> Background
 
 
 class JobMetrics:
-    """Job-health series the daemon adds to the registry of ``controller.metrics``."""
+    """Job-health series the daemon adds to the registry of ``controller.service.metrics``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.overruns = Counter(

@@ -24,9 +24,8 @@ from datetime import datetime
 import pandas as pd
 import sqlalchemy as sa
 
-from controller.actuators import ActuationResult
-from controller.cycle import Actuator
 from controller.decision import Decision
+from controller.seams import ActuationResult, Actuator
 from db.roles import ROLES, SETPOINT_ROLES
 from simulator.plant import Plant
 

@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-ROW = timedelta(minutes=5)
+from db.grid import floor_to_grid
+
 COOLING = "cooling_power_kw"
 
 
@@ -51,8 +52,7 @@ class MaturedForecast:
 
 def anchor_row(ts: datetime) -> datetime:
     """The grid row a cycle at ``ts`` decided from: ``ts`` floored to 5 minutes."""
-    floored: datetime = pd.Timestamp(ts).floor("5min").to_pydatetime()
-    return floored
+    return floor_to_grid(ts)
 
 
 def actual_mean_kw(series: pd.Series, forecast: PendingForecast, min_share: float = 0.5) -> float | None:

@@ -16,12 +16,12 @@ between cycles. So:
   (``db.records.last_applied_setpoints``) as the rate-limit reference, so a crash
   never causes a jump.
 * A model that cannot be loaded, or whose matured forecasts have drifted past
-  ``thresholds.max_forecast_error_frac`` (``controller.forecast_check.DriftCheck``), is
+  ``thresholds.max_forecast_error_frac`` (``controller.service.forecast_check.DriftCheck``), is
   withheld from the cycle (the rules decide, reason ``model_error``) and one training
   run is requested per problem; a new model version starts with a clean record.
 
-What each cycle publishes is `controller.cycle_metrics`; job timing and the scheduler
-set-up are `controller.scheduler`. Everything with side effects (clock, database,
+What each cycle publishes is `controller.service.cycle_metrics`; job timing and the scheduler
+set-up are `controller.service.scheduler`. Everything with side effects (clock, database,
 actuator, metrics registry, plant hooks, notifier) is injected through `DaemonParts`.
 """
 
@@ -41,24 +41,29 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any, Protocol
 
-import pandas as pd
-
-from controller.config_watch import ConfigHolder
-from controller.cycle import Actuator, ForecasterSource, ModelWithdrawn, ReadingSource, Recorder, run_cycle
-from controller.cycle_metrics import CyclePublisher, RecordingSource
+from controller.cycle import ForecasterSource, ModelWithdrawn, run_cycle
 from controller.decision import Decision
-from controller.metrics import CoolpilotMetrics
 from controller.quality import check_window
-from controller.retraining import TrainingOutcome
-from controller.scheduler import QUALITY_CHECKS, TRAINING_EXECUTOR, JobMetrics, JobMonitor, make_scheduler
-from controller.sdnotify import SystemdNotifier
+from controller.seams import Actuator, ReadingSource, Recorder
+from controller.service.config_watch import ConfigHolder
+from controller.service.cycle_metrics import CyclePublisher, RecordingSource
+from controller.service.metrics import CoolpilotMetrics
+from controller.service.retraining import TrainingOutcome
+from controller.service.scheduler import (
+    QUALITY_CHECKS,
+    TRAINING_EXECUTOR,
+    JobMetrics,
+    JobMonitor,
+    make_scheduler,
+)
+from controller.service.sdnotify import SystemdNotifier
 from db.engine import DatabaseError
+from db.grid import GRID, floor_to_grid
 from db.roles import REQUIRED_MEASUREMENT_ROLES, SETPOINT_ROLES
 from forecasting.protocol import Forecaster
 
 log = logging.getLogger(__name__)
 
-ROW = timedelta(minutes=5)
 #: The main loop wakes at least this often [s] (watchdog, config polling, flags).
 TICK_S = 1.0
 
@@ -469,10 +474,10 @@ class Daemon:
         with self.monitor.track("quality"):
             config = p.holder.config
             now = p.clock()
-            end = pd.Timestamp(now).floor("5min").to_pydatetime() + ROW
+            end = floor_to_grid(now) + GRID
             roles = (*REQUIRED_MEASUREMENT_ROLES, *SETPOINT_ROLES)
             try:
-                frame = p.source.read_wide(roles, end - config.quality.window_rows * ROW, end).frame
+                frame = p.source.read_wide(roles, end - config.quality.window_rows * GRID, end).frame
             except DatabaseError as exc:
                 p.metrics.db_error()
                 log.warning("data-quality check cannot read history: %s", exc)

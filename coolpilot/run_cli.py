@@ -2,7 +2,7 @@
 
 ``run`` loads the config, opens the database, resumes from the last applied
 setpoints, starts the metrics listener and hands everything to
-`controller.daemon.Daemon`. With ``--plant module:factory`` it closes the loop around
+`controller.service.daemon.Daemon`. With ``--plant module:factory`` it closes the loop around
 a simulated plant in accelerated time (the lifecycle tests and the soak use this);
 the daemon is the same.
 """
@@ -13,11 +13,11 @@ import argparse
 import logging
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
+from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,14 @@ def _models_dir(value: str | None) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
-    from controller.actuators import make_actuator
     from controller.config import ConfigError
-    from controller.config_watch import ConfigHolder
-    from controller.daemon import Daemon, DaemonParts, PacedTrigger, WallClockTrigger
-    from controller.metrics import CoolpilotMetrics, serve
-    from controller.recorder import DecisionRecorder
-    from controller.retraining import ChampionProvider, Retrainer
-    from controller.sdnotify import SystemdNotifier, watchdog_interval_s
+    from controller.service.actuators import make_actuator
+    from controller.service.config_watch import ConfigHolder
+    from controller.service.daemon import Daemon, DaemonParts, PacedTrigger, WallClockTrigger
+    from controller.service.metrics import CoolpilotMetrics, serve
+    from controller.service.recorder import DecisionRecorder
+    from controller.service.retraining import ChampionProvider, Retrainer
+    from controller.service.sdnotify import SystemdNotifier, watchdog_interval_s
     from db.engine import DatabaseError, make_engine, redact_url, resolve_url
     from db.historian import HistorianConfigError, historian_from_config
     from db.migrate import require_schema
@@ -186,8 +186,9 @@ def _no_champion(engine: Any, site: str) -> bool:
 
 
 def _simulated_plant(args: argparse.Namespace, engine: Any, site: str, last_applied: dict[str, float]) -> Any:
-    from controller.sim_bridge import PlantBridge
+    from coolpilot.harness.sim_bridge import PlantBridge
     from db.engine import DatabaseError
+    from db.grid import GRID
     from db.query import latest_timestamp
     from simulator.plant import load_plant_factory
 
@@ -196,7 +197,7 @@ def _simulated_plant(args: argparse.Namespace, engine: Any, site: str, last_appl
         latest = latest_timestamp(engine, site)
     except (ValueError, DatabaseError) as exc:
         raise CliError(str(exc)) from None
-    start = None if latest is None else latest + timedelta(minutes=5)  # continue the site's history
+    start = None if latest is None else latest + GRID  # continue the site's history
     try:
         plant = factory(start=start, seed=args.seed)
     except (TypeError, ValueError) as exc:
@@ -208,7 +209,7 @@ def _simulated_plant(args: argparse.Namespace, engine: Any, site: str, last_appl
 
 
 def _wrap_actuator(plant: Any, actuator: Any) -> Any:
-    from controller.sim_bridge import PlantActuator
+    from coolpilot.harness.sim_bridge import PlantActuator
 
     return PlantActuator(plant, actuator)
 
@@ -239,7 +240,7 @@ def _log_to_file(workdir: Path) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from controller.demo import DemoOptions, run_demo, summary_text
+    from coolpilot.demo import DemoOptions, run_demo, summary_text
 
     _check_demo_args(args)
     if not getattr(args, "verbose", False):

@@ -1,0 +1,1 @@
+"""The runtime service: daemon, scheduler, systemd notify, config watch, actuators, recorder, retraining, forecast check, metrics."""

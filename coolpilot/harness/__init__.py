@@ -1,0 +1,1 @@
+"""Closed loops around a `simulator.plant.Plant`: the simulator bridge, history generation and the oracle."""
