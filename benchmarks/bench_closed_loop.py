@@ -1,38 +1,47 @@
-"""Closed-loop benchmark: `coolpilot evaluate` on the shipped climates, summer and winter.
+"""Closed-loop benchmark: `coolpilot evaluate` on the digital twin, four climates, summer and winter, several seeds.
 
 Each run trains the ensemble on simulated history before its window and compares
 CoolPilot (auto mode, the real control cycle) with the legacy rules, the tuned rules
 and the oracle over the same weeks (``coolpilot.evaluation.run``). The window starts
 are fixed in advance (15 July and 15 January, UTC), not chosen after seeing results.
-Targets, every run: >= 30 % cooling-energy saving against legacy, >= 10 % against
-tuned, >= 85 % of the oracle's saving against tuned, no minute above 27 C at any rack
-inlet that the tuned rules did not also have, never above 32 C.
+Facility energy comes first; the net saving against a baseline is (baseline facility
+- facility) / baseline cooling energy. Targets (the issue's, for the twin): fallback in
+at most 15 % of cycles; net saving against tuned at least 10 % on average over all runs
+and never negative; no minute above 27 C at any rack inlet that the tuned rules did
+not also have.
 
-The full set (4 climates x 2 seasons x 14 days) takes hours on two cores; run it in
-the background, or a subset:
+The full set (4 climates x 2 seasons x 3 seeds x 14 days) takes hours on two cores;
+run it in the background, or a subset:
 
-    python benchmarks/bench_closed_loop.py                                  # everything
-    python benchmarks/bench_closed_loop.py --climates leesburg --seasons summer
-    python benchmarks/bench_closed_loop.py --days 2 --train-days 14 --max-epochs 10   # a quick look
+    python benchmarks/bench_closed_loop.py                                  # everything, seeds 0, 1, 2
+    python benchmarks/bench_closed_loop.py --climates leesburg --seasons summer --seeds 0
+    python benchmarks/bench_closed_loop.py --days 2 --train-days 14 --max-epochs 10 --no-docs   # a quick look
     python benchmarks/bench_closed_loop.py --jobs 8     # the set in parallel on a 16-core machine
 
 With ``--jobs N`` the runs go to N worker processes, each with cores / N torch threads;
 the JSON lines then come in the order the runs finish (each names its run).
 
-Progress goes to stderr; stdout gets one JSON line per run. Each run's report, plots
-and JSON land in ``--out/<climate>-<season>/``; ``--markdown FILE`` also writes the
-results table used in docs/results.md.
+Progress goes to stderr; stdout gets one JSON line per run and, last, one summary line
+(medians and spreads over seeds, targets). Each run's report, plots and JSON land in
+``--out/<climate>-<season>[-seed<k>]/``. The table of medians and min-max spreads over
+the seeds, with the commit and the exact command, is written into docs/results.md
+between ``<!-- closed-loop:begin -->`` and ``<!-- closed-loop:end -->`` (``--no-docs``:
+not written; ``--markdown FILE``: the per-run table, also written as the runs finish).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import shlex
+import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +57,12 @@ from db.jsonable import jsonable  # noqa: E402
 
 CLIMATES = ("leesburg", "dallas", "chicago", "san_jose")
 SEASON_STARTS = {"summer": datetime(2023, 7, 15, tzinfo=UTC), "winter": datetime(2023, 1, 15, tzinfo=UTC)}
+DEFAULT_SEEDS = (0, 1, 2)
+RESULTS_MD = ROOT / "docs" / "results.md"
+MARKER = "closed-loop"
+
+
+# --- shared with bench_energyplus.py ---------------------------------------------------
 
 
 def _list(text: str, allowed: tuple[str, ...]) -> list[str]:
@@ -58,30 +73,137 @@ def _list(text: str, allowed: tuple[str, ...]) -> list[str]:
     return items
 
 
+def seed_list(text: str) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2] (non-negative, no repeats)."""
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"give distinct non-negative seeds, got {text!r}")
+    return seeds
+
+
+def commit_hash() -> str:
+    """The checked-out commit (short), with ``+dirty`` when the working tree has changes; ``unknown`` without git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head
+
+
+def spread(values: Iterable[float | None]) -> dict[str, float]:
+    """Median, min and max of the finite values, and how many there were (NaN when none)."""
+    finite = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if not finite:
+        return {"median": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    return {"median": statistics.median(finite), "min": min(finite), "max": max(finite), "n": len(finite)}
+
+
+def fmt(v: Any, d: int = 1) -> str:
+    return "n/a" if v is None or not isinstance(v, int | float) or not math.isfinite(v) else f"{v:.{d}f}"
+
+
+def fmt_spread(s: Mapping[str, float], d: int = 1) -> str:
+    """``median [min-max]``, or just the value for one seed."""
+    if not s.get("n"):
+        return "n/a"
+    if s["n"] == 1 or s["min"] == s["max"]:
+        return fmt(s["median"], d)
+    return f"{fmt(s['median'], d)} [{fmt(s['min'], d)} to {fmt(s['max'], d)}]"
+
+
+def write_marked_section(path: Path, marker: str, body: str) -> None:
+    """Replace what lies between ``<!-- marker:begin -->`` and ``<!-- marker:end -->`` in ``path``
+    (appended at the end, with the markers, when they are not there yet)."""
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    if begin in text and end in text and text.index(begin) < text.index(end):
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def run_pool(jobs: list[tuple[Any, ...]], worker: Callable[..., dict[str, Any]], n_jobs: int,
+             done: Callable[[dict[str, Any]], None]) -> None:
+    """Run ``worker(*job)`` for every job, in ``n_jobs`` spawned processes (cores / n_jobs torch threads each)."""
+    if n_jobs <= 1:
+        for job in jobs:
+            done(worker(*job))
+        return
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(worker, *job, threads) for job in jobs]
+        for future in as_completed(futures):
+            done(future.result())
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def invocation() -> str:
+    """The exact command this benchmark was started with."""
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(ROOT):
+        script = script.relative_to(ROOT)
+    return shlex.join(["python", str(script), *sys.argv[1:]])
+
+
+def targets_of(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: {"value": t["value"], "met": t["met"], "shortfall": t["shortfall"]}
+            for t in summary["targets"]}
+
+
+def controller_figures(summary: Mapping[str, Any], key: str) -> dict[str, Any]:
+    return {n: v.get(key) for n, v in summary["controllers"].items()}
+
+
+# --- this benchmark ----------------------------------------------------------------------
+
+
 def run_line(climate: str, season: str, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """The one JSON line of a run: the headline figures and every target."""
+    """The one JSON line of a run: the headline figures (facility energy first) and every target."""
     c = summary["controllers"]
     cp = c["coolpilot"]
     return {
         "bench": "closed_loop", "climate": climate, "season": season,
         "start": summary["settings"]["start"], "days": summary["settings"]["days"],
         "train_days": summary["settings"]["train_days"], "seed": summary["settings"]["seed"],
-        "cooling_kwh": {n: v["cooling_kwh"] for n, v in c.items()},
-        "pue": {n: v["pue"] for n, v in c.items()},
+        "facility_kwh": controller_figures(summary, "facility_kwh"),
+        "cooling_kwh": controller_figures(summary, "cooling_kwh"),
+        "it_kwh": controller_figures(summary, "it_kwh"),
+        "pue": controller_figures(summary, "pue"),
+        "best_baseline": summary.get("best_baseline"),
+        "net_saving_vs_tuned_pct": cp.get("net_saving_vs_tuned_pct"),
+        "net_saving_vs_legacy_pct": cp.get("net_saving_vs_legacy_pct"),
+        "net_saving_vs_best_pct": cp.get("net_saving_vs_best_pct"),
+        "oracle_net_saving_vs_tuned_pct": c.get("oracle", {}).get("net_saving_vs_tuned_pct"),
         "savings_vs_legacy_pct": cp.get("savings_vs_legacy_pct"),
         "savings_vs_tuned_pct": cp.get("savings_vs_tuned_pct"),
         "oracle_savings_vs_tuned_pct": c.get("oracle", {}).get("savings_vs_tuned_pct"),
         "oracle_share_vs_tuned_pct": cp.get("oracle_share_vs_tuned_pct"),
-        "minutes_above_limit": {n: v["minutes_above_limit"] for n, v in c.items()},
+        "minutes_above_limit": controller_figures(summary, "minutes_above_limit"),
         "excess_minutes_above_limit_vs_tuned": cp.get("excess_minutes_above_limit_vs_tuned"),
-        "rack_inlet_max_c": {n: v["rack_inlet_max_c"] for n, v in c.items()},
+        "rack_inlet_max_c": controller_figures(summary, "rack_inlet_max_c"),
         "inlet_change_max_c_per_h": cp["change_max_c_per_h"],
         "fallback_share_pct": cp.get("fallback_share_pct"),
         "outcomes": cp.get("decisions", {}).get("outcomes"),
+        "fallback_reasons": cp.get("decisions", {}).get("fallback_reasons"),
         "cycle_median_ms": cp.get("cycle_median_ms"),
         "forecast_mae_kw": cp.get("prediction", {}).get("mae_kw"),
-        "targets": {t["name"]: {"value": t["value"], "met": t["met"], "shortfall": t["shortfall"]}
-                    for t in summary["targets"]},
+        "forecast_coverage_pct": cp.get("prediction", {}).get("coverage_pct"),
+        "it_forecast_mae_kw": cp.get("prediction_it", {}).get("mae_kw"),
+        "targets": targets_of(summary),
         "targets_met": summary["targets_met"],
         "consistency_problems": summary["consistency_problems"],
         "seconds": seconds,
@@ -89,48 +211,117 @@ def run_line(climate: str, season: str, summary: dict[str, Any], seconds: float)
 
 
 def markdown_table(lines: list[dict[str, Any]]) -> str:
-    """The results table of docs/results.md."""
-
-    def f(v: Any, d: int = 1) -> str:
-        return "n/a" if v is None or v != v else f"{v:.{d}f}"
-
-    out = ["| climate | season | legacy kWh | tuned kWh | CoolPilot kWh | oracle kWh | saving vs legacy % "
-           "| saving vs tuned % | oracle saving vs tuned % | share of oracle % | min > 27 C (CoolPilot / tuned) "
-           "| max inlet C | fallback % | targets met |",
+    """The per-run table (``--markdown``): facility energy first."""
+    out = ["| climate | season | seed | legacy facility kWh | tuned facility kWh | CoolPilot facility kWh "
+           "| oracle facility kWh | net saving vs tuned % | net saving vs legacy % | oracle net saving vs tuned % "
+           "| cooling saving vs tuned % | min > 27 C (CoolPilot / tuned) | fallback % | targets met |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in lines:
-        k, m = r["cooling_kwh"], r["minutes_above_limit"]
+        k, m = r["facility_kwh"], r["minutes_above_limit"]
         met = "all" if r["targets_met"] else "missed: " + ", ".join(n for n, t in r["targets"].items() if not t["met"])
-        out.append(f"| {r['climate']} | {r['season']} | {f(k.get('legacy'), 0)} | {f(k.get('tuned'), 0)} | "
-                   f"{f(k.get('coolpilot'), 0)} | {f(k.get('oracle'), 0)} | {f(r['savings_vs_legacy_pct'])} | "
-                   f"{f(r['savings_vs_tuned_pct'])} | {f(r['oracle_savings_vs_tuned_pct'])} | "
-                   f"{f(r['oracle_share_vs_tuned_pct'])} | {f(m.get('coolpilot'), 0)} / {f(m.get('tuned'), 0)} | "
-                   f"{f(r['rack_inlet_max_c'].get('coolpilot'), 2)} | {f(r['fallback_share_pct'])} | {met} |")
+        out.append(f"| {r['climate']} | {r['season']} | {r['seed']} | {fmt(k.get('legacy'), 0)} | "
+                   f"{fmt(k.get('tuned'), 0)} | {fmt(k.get('coolpilot'), 0)} | {fmt(k.get('oracle'), 0)} | "
+                   f"{fmt(r['net_saving_vs_tuned_pct'])} | {fmt(r['net_saving_vs_legacy_pct'])} | "
+                   f"{fmt(r['oracle_net_saving_vs_tuned_pct'])} | {fmt(r['savings_vs_tuned_pct'])} | "
+                   f"{fmt(m.get('coolpilot'), 0)} / {fmt(m.get('tuned'), 0)} | {fmt(r['fallback_share_pct'])} | "
+                   f"{met} |")
     return "\n".join(out) + "\n"
 
 
-def run_one(climate: str, season: str, args: argparse.Namespace, threads: int | None = None) -> dict[str, Any]:
-    """One evaluation run, its outputs written, and its JSON line (also the worker of ``--jobs``)."""
-    if threads is not None:
-        import torch
+def aggregate(lines: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Medians and spreads over seeds per climate and season, and the issue's targets over all runs."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in lines:
+        groups.setdefault((r["climate"], r["season"]), []).append(r)
+    rows = []
+    for (climate, season), rs in groups.items():
+        rows.append({
+            "climate": climate, "season": season, "seeds": sorted(r["seed"] for r in rs),
+            "facility_kwh": {n: spread(r["facility_kwh"].get(n) for r in rs)
+                             for n in ("legacy", "tuned", "coolpilot", "oracle")},
+            "net_saving_vs_tuned_pct": spread(r["net_saving_vs_tuned_pct"] for r in rs),
+            "net_saving_vs_legacy_pct": spread(r["net_saving_vs_legacy_pct"] for r in rs),
+            "oracle_net_saving_vs_tuned_pct": spread(r["oracle_net_saving_vs_tuned_pct"] for r in rs),
+            "fallback_share_pct": spread(r["fallback_share_pct"] for r in rs),
+            "minutes_above_limit_coolpilot": spread(r["minutes_above_limit"].get("coolpilot") for r in rs),
+            "minutes_above_limit_tuned": spread(r["minutes_above_limit"].get("tuned") for r in rs),
+            "excess_minutes_above_limit_vs_tuned": spread(r["excess_minutes_above_limit_vs_tuned"] for r in rs),
+            "runs_meeting_all_targets": sum(bool(r["targets_met"]) for r in rs),
+        })
+    net = [r["net_saving_vs_tuned_pct"] for r in lines]
+    finite_net = [v for v in net if isinstance(v, int | float) and math.isfinite(v)]
+    mean_net = statistics.fmean(finite_net) if finite_net else math.nan
+    fallback = spread(r["fallback_share_pct"] for r in lines)
+    excess = spread(r["excess_minutes_above_limit_vs_tuned"] for r in lines)
+    targets = {
+        "fallback_share_pct_max": {"value": fallback["max"], "threshold": 15.0,
+                                   "met": fallback["n"] == len(lines) and fallback["max"] <= 15.0},
+        "net_saving_vs_tuned_pct_mean": {"value": mean_net, "threshold": 10.0,
+                                         "met": math.isfinite(mean_net) and mean_net >= 10.0},
+        "net_saving_vs_tuned_pct_min": {"value": min(finite_net) if finite_net else math.nan, "threshold": 0.0,
+                                        "met": len(finite_net) == len(lines) and min(finite_net, default=-1) >= 0.0},
+        "excess_minutes_above_limit_vs_tuned_max": {"value": excess["max"], "threshold": 0.0,
+                                                    "met": excess["n"] == len(lines) and excess["max"] <= 0.0},
+    }
+    for t in targets.values():
+        v = t["value"]
+        higher = t is targets["net_saving_vs_tuned_pct_mean"] or t is targets["net_saving_vs_tuned_pct_min"]
+        gap = (t["threshold"] - v) if higher else (v - t["threshold"])
+        t["shortfall"] = max(gap, 0.0) if isinstance(v, int | float) and math.isfinite(v) else math.nan
+    return {"rows": rows, "targets": targets, "n_runs": len(lines)}
 
-        torch.set_num_threads(threads)
+
+def docs_section(agg: Mapping[str, Any], command: str, commit: str, when: str, days: float,
+                 train_days: float) -> str:
+    """The marker section of docs/results.md: medians and [min to max] over seeds, facility energy first."""
+    out = [f"Digital twin, {days:g}-day windows, {train_days:g} days of training history, default controller "
+           f"config; medians over seeds with [min to max]. Commit `{commit}`, run {when}:", "",
+           "```bash", command, "```", "",
+           "| climate | season | seeds | facility kWh legacy / tuned / CoolPilot / oracle (medians) "
+           "| net saving vs tuned % | net saving vs legacy % | oracle's net saving vs tuned % | fallback % "
+           "| min > 27 C CoolPilot / tuned (max) | excess min vs tuned (max) | runs meeting all targets |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in agg["rows"]:
+        f = r["facility_kwh"]
+        facility = " / ".join(fmt(f[n]["median"], 0) for n in ("legacy", "tuned", "coolpilot", "oracle"))
+        out.append(f"| {r['climate']} | {r['season']} | {', '.join(map(str, r['seeds']))} | {facility} | "
+                   f"{fmt_spread(r['net_saving_vs_tuned_pct'])} | {fmt_spread(r['net_saving_vs_legacy_pct'])} | "
+                   f"{fmt_spread(r['oracle_net_saving_vs_tuned_pct'])} | {fmt_spread(r['fallback_share_pct'])} | "
+                   f"{fmt(r['minutes_above_limit_coolpilot']['max'], 0)} / "
+                   f"{fmt(r['minutes_above_limit_tuned']['max'], 0)} | "
+                   f"{fmt(r['excess_minutes_above_limit_vs_tuned']['max'], 0)} | "
+                   f"{r['runs_meeting_all_targets']} of {len(r['seeds'])} |")
+    out += ["", f"Targets over all {agg['n_runs']} runs:", ""]
+    names = {"fallback_share_pct_max": "fallback share, worst run <= 15 %",
+             "net_saving_vs_tuned_pct_mean": "net saving vs tuned, mean over runs >= 10 %",
+             "net_saving_vs_tuned_pct_min": "net saving vs tuned, worst run >= 0 % (never negative)",
+             "excess_minutes_above_limit_vs_tuned_max": "minutes above 27 C that tuned did not have, worst run = 0"}
+    for key, t in agg["targets"].items():
+        verdict = "met" if t["met"] else f"**missed** by {fmt(t['shortfall'], 2)}"
+        out.append(f"- {names[key]}: {fmt(t['value'], 2)} ({verdict})")
+    return "\n".join(out) + "\n"
+
+
+def run_one(climate: str, season: str, seed: int, args: argparse.Namespace,
+            threads: int | None = None) -> dict[str, Any]:
+    """One evaluation run, its outputs written, and its JSON line (also the worker of ``--jobs``)."""
+    set_threads(threads)
     train_config = None
     if args.max_epochs is not None:
         from forecasting.train import TrainConfig
 
-        train_config = TrainConfig(baselines=False, seed=args.seed, max_epochs=args.max_epochs)
+        train_config = TrainConfig(baselines=False, seed=seed, max_epochs=args.max_epochs)
     start = SEASON_STARTS[season]
-    out = args.out / f"{climate}-{season}"
+    out = args.out / (f"{climate}-{season}" if len(args.seeds) == 1 else f"{climate}-{season}-seed{seed}")
     command = shlex.join(["coolpilot", "evaluate", "--climate", climate, "--start", f"{start:%Y-%m-%d}",
                           "--days", f"{args.days:g}", "--train-days", f"{args.train_days:g}", "--seed",
-                          str(args.seed), "--out", str(out)]
+                          str(seed), "--out", str(out)]
                          + (["--max-epochs", str(args.max_epochs)] if args.max_epochs else []))
-    tag = f"[{climate} {season}]"
+    tag = f"[{climate} {season} seed {seed}]"
     print(f"{tag} {command}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     opts = EvaluationOptions(climate=climate, start=start, days=args.days, train_days=args.train_days,
-                             seed=args.seed, train_config=train_config)
+                             seed=seed, train_config=train_config)
 
     def say(message: str) -> None:
         print(f"{tag} {message}", file=sys.stderr, flush=True)
@@ -146,15 +337,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seasons", type=lambda t: _list(t, tuple(SEASON_STARTS)), default=list(SEASON_STARTS))
     parser.add_argument("--days", type=float, default=14.0, help="evaluated days per run (default 14)")
     parser.add_argument("--train-days", type=float, default=42.0, help="training history per run (default 42)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=seed_list, default=None,
+                        help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--seed", type=int, default=None, help="one seed (the same as --seeds S)")
     parser.add_argument("--max-epochs", type=int, default=None, help="training epochs (default: training's)")
     parser.add_argument("--out", type=Path, default=Path("coolpilot-eval/bench"),
                         help="output folder (default coolpilot-eval/bench, git-ignored)")
-    parser.add_argument("--markdown", type=Path, default=None, help="write the results table here")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the per-run table here")
+    parser.add_argument("--results", type=Path, default=RESULTS_MD,
+                        help=f"page whose marker section gets the table (default {RESULTS_MD.relative_to(ROOT)})")
+    parser.add_argument("--no-docs", action="store_true", help="do not write the table into --results")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
     args = parser.parse_args(argv)
+    if args.seed is not None and args.seeds is not None:
+        parser.error("give --seed or --seeds, not both")
+    args.seeds = [args.seed] if args.seed is not None else (args.seeds or list(DEFAULT_SEEDS))
 
-    runs = [(c, s) for c in args.climates for s in args.seasons]
+    command, commit = invocation(), commit_hash()
+    runs = [(c, s, k, args) for c in args.climates for s in args.seasons for k in args.seeds]
     lines: list[dict[str, Any]] = []
 
     def done(line: dict[str, Any]) -> None:
@@ -163,15 +363,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.markdown is not None:  # rewritten after every run, so a long benchmark can be read as it goes
             args.markdown.write_text(markdown_table(lines), encoding="utf-8")
 
-    if args.jobs <= 1:
-        for climate, season in runs:
-            done(run_one(climate, season, args))
-        return 0
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, c, s, args, threads) for c, s in runs]
-        for future in as_completed(futures):
-            done(future.result())
+    run_pool(runs, run_one, args.jobs, done)
+    order = {(c, s, k): i for i, (c, s, k, _) in enumerate(runs)}
+    lines.sort(key=lambda r: order[(r["climate"], r["season"], r["seed"])])
+    agg = aggregate(lines)
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    section = docs_section(agg, command, commit, when, args.days, args.train_days)
+    print(section, file=sys.stderr)
+    if not args.no_docs:
+        write_marked_section(args.results, MARKER, section)
+        print(f"wrote the table into {args.results} ({MARKER} markers)", file=sys.stderr)
+    print(json.dumps(jsonable({"bench": "closed_loop_summary", "commit": commit, "command": command,
+                               **agg}), sort_keys=True), flush=True)
     return 0
 
 

@@ -1,9 +1,12 @@
 """Soak: the daemon against the simulator for 20,000 cycles (~70 days) with random faults.
 
-The real daemon (``controller.service.daemon.Daemon`` on a ``PacedTrigger``, as ``coolpilot
-demo`` runs it, with ``coolpilot.harness.sim_bridge``'s bridge, actuator and rules twin) drives
-``SimulatedPlant`` in auto mode as fast as it can, with an ensemble trained at start on
-simulated exploration history and retrained every ``--retrain-every-days`` plant days.
+The real daemon, wired as production wires it (``coolpilot.wiring.build_parts``: the
+configured actuator with its retries, the decision recorder, systemd notifier and
+watchdog from the environment), drives ``SimulatedPlant`` in auto mode as fast as it
+can; as for ``coolpilot run --plant``, only the clock (the plant's) and the trigger
+(``PacedTrigger``) differ. An ensemble is trained at start on simulated exploration
+history and retrained every ``--retrain-every-days`` plant days; a tuned-rules twin
+(``coolpilot.harness.sim_bridge.RulesTwin``) runs beside it.
 Faults arrive at random, seeded (``benchmarks/soak_faults.py``): chiller trips, CRAH
 failures and sensor failures in the plant, database outages, actuator failures, NaN and
 spike readings in the historian, and valid and invalid config reloads.
@@ -36,6 +39,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +59,13 @@ from benchmarks.soak_faults import (  # noqa: E402
     config_text,
     write_atomically,
 )
-from controller.service.daemon import CycleReport, Daemon, DaemonParts, PacedTrigger  # noqa: E402
+from controller.service.config_watch import ConfigHolder  # noqa: E402
+from controller.service.daemon import CycleReport, Daemon  # noqa: E402
+from controller.service.recorder import DecisionRecorder  # noqa: E402
+from controller.service.triggers import PacedTrigger  # noqa: E402
 from coolpilot.demo import DemoStats  # noqa: E402
-from coolpilot.harness.sim_bridge import PlantActuator, PlantBridge, RulesTwin  # noqa: E402
+from coolpilot.harness.sim_bridge import RulesTwin  # noqa: E402
+from coolpilot.wiring import build_parts, plant_clock  # noqa: E402
 
 SITE = "soak"
 RSS_TARGET_PCT = 10.0
@@ -159,18 +167,26 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else math.nan
 
 
-def run_soak(args: argparse.Namespace, workdir: Path, say: Any) -> dict[str, Any]:
-    """Set up (history, training), run the daemon with faults, and return the figures."""
-    from prometheus_client import CollectorRegistry
+@dataclass
+class _Setup:
+    """The soak's site before the daemon starts: database, plants, config, first model."""
 
-    from controller.service.actuators import DbActuator
-    from controller.service.config_watch import ConfigHolder
-    from controller.service.metrics import CoolpilotMetrics
-    from controller.service.recorder import DecisionRecorder
-    from controller.service.retraining import ChampionProvider, Retrainer
-    from coolpilot.harness.history import generate_history, rules_decide
+    url: str
+    engine: sa.Engine
+    plant: Any
+    twin: Any
+    holder: ConfigHolder
+    config_path: Path
+    trainer: Any
+    baseline: dict[str, int]
+    setup_started: float
+
+
+def _set_up(args: argparse.Namespace, workdir: Path, say: Any) -> _Setup:
+    """A fresh database with simulated history, the daemon's config and a trained first model."""
+    from controller.service.retraining import Retrainer
+    from coolpilot.harness.history import generate_history
     from db.engine import DatabaseError, make_engine, redact_url
-    from db.historian import InternalSource
     from db.ingest import write_wide
     from db.migrate import upgrade
     from db.query import latest_timestamp
@@ -194,7 +210,6 @@ def run_soak(args: argparse.Namespace, workdir: Path, say: Any) -> dict[str, Any
     twin = copy.deepcopy(plant)  # same weather, load and state: only the controller differs
     config_path = workdir / "coolpilot.toml"
     write_atomically(config_path, config_text(SITE, 1.0))
-    holder = ConfigHolder(config_path)
     train_config = TrainConfig(baselines=False, seed=args.seed, max_epochs=args.max_epochs)
     trainer = Retrainer(engine, SITE, workdir / "models", history_days=math.ceil(args.days),
                         train_config=train_config, device="cpu")
@@ -202,72 +217,106 @@ def run_soak(args: argparse.Namespace, workdir: Path, say: Any) -> dict[str, Any
     if not first.ok:
         raise SystemExit(f"soak: training failed: {first.error}")
     say(f"soak: {len(history)} records of history, model {first.version} trained in {first.duration_s:.0f} s")
+    return _Setup(url, engine, plant, twin, ConfigHolder(config_path), config_path, trainer, baseline, t_setup)
+
+
+@dataclass
+class _Soak:
+    """What the run produced, for the figures."""
+
+    daemon: Daemon
+    stats: DemoStats
+    faults: FaultInjector
+    progress: Progress
+    recorder: DecisionRecorder
+    outage: DatabaseOutage
+    actuator: FlakyActuator
+    writer: HistorianWriter
+    setup_s: float
+    run_s: float
+    rss_end_kib: int
+
+
+def _run(args: argparse.Namespace, site: _Setup, say: Any) -> _Soak:
+    """The daemon as ``coolpilot run --plant`` wires it (`coolpilot.wiring.build_parts`), with faults."""
+    from prometheus_client import CollectorRegistry
+
+    from coolpilot.harness.history import rules_decide
+    from db.ingest import write_wide
 
     rng = np.random.default_rng(args.seed)
-    twin_hook = RulesTwin(twin, rules_decide("tuned", holder.config.envelope()))
+    holder, plant, engine = site.holder, site.plant, site.engine
+    twin_hook = RulesTwin(site.twin, rules_decide("tuned", holder.config.envelope()))
     stats = DemoStats(plant, twin_hook, holder.config.safety.rack_inlet_limit_c)
-    outage = DatabaseOutage(engine)
-    actuator = FlakyActuator(DbActuator(engine, SITE, retries=0))
-    writer = HistorianWriter(write_wide, rng)
-    recorder = DecisionRecorder(engine, SITE)
-    faults = FaultInjector(rate=args.fault_rate, rng=rng, plants=(plant, twin), outage=outage, actuator=actuator,
-                           writer=writer, holder=holder, config_path=config_path, site=SITE)
-    warmup = min(args.warmup, max(args.cycles // 2, 1))
-    progress = Progress(args.cycles, warmup, args.progress_every, args.json_only)
-    parts = DaemonParts(
-        holder=holder, source=InternalSource(engine, SITE), forecaster=ChampionProvider(engine, SITE),
-        actuator=PlantActuator(plant, actuator), recorder=recorder,
-        metrics=CoolpilotMetrics(CollectorRegistry(), cycle_period_s=plant.record_interval_s),
-        clock=lambda: plant.now, retrain=trainer,
-        hooks=(stats, faults, PlantBridge(plant, engine, SITE, write=writer), twin_hook),
-        on_cycle=(stats.on_cycle, progress),
-    )
+    outage, actuator, writer = DatabaseOutage(engine), FlakyActuator(), HistorianWriter(write_wide, rng)
+    faults = FaultInjector(rate=args.fault_rate, rng=rng, plants=(plant, site.twin), outage=outage, actuator=actuator,
+                           writer=writer, holder=holder, config_path=site.config_path, site=SITE)
+    progress = Progress(args.cycles, min(args.warmup, max(args.cycles // 2, 1)), args.progress_every, args.json_only)
     retrain_every = round(args.retrain_every_days * RECORDS_PER_DAY) or None
     trigger = PacedTrigger(cycles_per_s=0.0, period_s=plant.record_interval_s, max_cycles=args.cycles,
                            retrain_every_cycles=retrain_every)
-    daemon = Daemon(parts, trigger, tick_s=MAIN_LOOP_TICK_S)
-    setup_s = time.perf_counter() - t_setup
-    say(f"soak: set-up {setup_s:.0f} s; running {args.cycles} cycles, fault rate {args.fault_rate:g} per cycle")
-    t_run = time.perf_counter()
-    daemon.run(install_signals=args.signals)
-    run_s = time.perf_counter() - t_run
-    rss_end = rss_kib()
+    with build_parts(holder, engine=engine, registry=CollectorRegistry(), clock=plant_clock(plant),
+                     retrain=site.trainer, plant=plant, historian_write=writer, actuator_layer=actuator.wrap,
+                     hooks=(stats, faults, twin_hook), on_cycle=(stats.on_cycle, progress)) as parts:
+        assert isinstance(parts.recorder, DecisionRecorder)
+        daemon = Daemon(parts, trigger, tick_s=MAIN_LOOP_TICK_S)
+        setup_s = time.perf_counter() - site.setup_started
+        say(f"soak: set-up {setup_s:.0f} s; running {args.cycles} cycles, fault rate {args.fault_rate:g} per cycle")
+        t_run = time.perf_counter()
+        daemon.run(install_signals=args.signals)
+        run_s = time.perf_counter() - t_run
+    return _Soak(daemon, stats, faults, progress, parts.recorder, outage, actuator, writer, setup_s, run_s, rss_kib())
 
-    faults.finish()  # the database is back: flush what waited for it
-    recorder.flush()
-    writer.flush(engine, SITE)
-    outage.remove()
-    stored = {k: v - baseline[k] for k, v in stored_rows(engine).items()}
-    engine.dispose()
+
+def run_soak(args: argparse.Namespace, workdir: Path, say: Any) -> dict[str, Any]:
+    """Set up (history, training), run the daemon with faults, and return the figures."""
+    site = _set_up(args, workdir, say)
+    run = _run(args, site, say)
+    run.faults.finish()  # the database is back: flush what waited for it
+    run.recorder.flush()
+    run.writer.flush(site.engine, SITE)
+    run.outage.remove()
+    stored = {k: v - site.baseline[k] for k, v in stored_rows(site.engine).items()}
+    site.engine.dispose()
+    return _figures(args, site, run, stored)
+
+
+def _figures(args: argparse.Namespace, site: _Setup, run: _Soak, stored: dict[str, int]) -> dict[str, Any]:
+    from db.engine import redact_url
+
+    daemon, stats, progress, writer, faults = run.daemon, run.stats, run.progress, run.writer, run.faults
     made = sum(stats.outcomes.values())
     lost = {"decisions": made - stored["decisions"], "readings": writer.readings_written - stored["readings"],
             "commands": progress.setpoints_sent - stored["commands"]}
+    rss_end = run.rss_end_kib
     rss_start = progress.rss_start_kib or rss_end
     ours, rules = stats.energy()
+    period_s = site.plant.record_interval_s
     return {
-        "benchmark": "soak", "database": redact_url(url).split(":", 1)[0], "seed": args.seed,
+        "benchmark": "soak", "database": redact_url(site.url).split(":", 1)[0], "seed": args.seed,
         "cycles_requested": args.cycles, "cycles": daemon.cycles, "cycle_errors": daemon.cycle_errors,
-        "simulated_days": daemon.cycles * plant.record_interval_s / 86400.0,
-        "setup_s": round(setup_s, 1), "run_s": round(run_s, 1),
-        "cycles_per_s": round(daemon.cycles / run_s, 2) if run_s > 0 else None,
+        "simulated_days": daemon.cycles * period_s / 86400.0,
+        "setup_s": round(run.setup_s, 1), "run_s": round(run.run_s, 1),
+        "cycles_per_s": round(daemon.cycles / run.run_s, 2) if run.run_s > 0 else None,
         "cycle_job_median_ms": round(statistics.median(progress.job_ms), 1) if progress.job_ms else None,
         "cycle_job_p95_ms": round(_percentile(progress.job_ms, 95), 1),
         "decide_median_ms": round(statistics.median(progress.decide_ms), 1) if progress.decide_ms else None,
-        "rss_warmup_cycles": warmup, "rss_start_mib": round(rss_start / 1024, 1), "rss_end_mib": round(rss_end / 1024, 1),
+        "rss_warmup_cycles": progress.warmup, "rss_start_mib": round(rss_start / 1024, 1),
+        "rss_end_mib": round(rss_end / 1024, 1),
         "rss_growth_pct": round(100.0 * (rss_end - rss_start) / rss_start, 2), "rss_target_pct": RSS_TARGET_PCT,
         "rss_samples_mib": [[n, round(k / 1024, 1)] for n, k in progress.rss_samples],
         "outcomes": dict(stats.outcomes), "fallbacks": dict(sorted(stats.fallbacks.items())),
         "rack_inlet_limit_c": stats.limit_c,
-        "minutes_above_limit": {"coolpilot": stats.records_above_limit * plant.record_interval_s / 60.0,
-                                "rules_twin": stats.rules_records_above_limit * plant.record_interval_s / 60.0},
+        "minutes_above_limit": {"coolpilot": stats.records_above_limit * period_s / 60.0,
+                                "rules_twin": stats.rules_records_above_limit * period_s / 60.0},
         "rack_inlet_max_c": {"coolpilot": round(stats.rack_max_c, 2), "rules_twin": round(stats.rules_rack_max_c, 2)},
         "cooling_kwh": {"coolpilot": round(ours["cooling_kwh"], 1), "rules_twin": round(rules["cooling_kwh"], 1)},
         "decisions_made": made, "readings_written": writer.readings_written,
         "setpoints_sent": progress.setpoints_sent, "stored": stored,
-        "lost_rows": sum(lost.values()), "lost": lost, "recorder_dropped": recorder.dropped,
+        "lost_rows": sum(lost.values()), "lost": lost, "recorder_dropped": run.recorder.dropped,
         "faults_started": {k: faults.started[k] for k in FAULT_KINDS}, "config_reloads": dict(faults.reloads),
-        "config_ok_at_end": faults.config_ok(), "statements_refused_in_outages": outage.refused,
-        "failed_sends": actuator.failed_sends, "corrupted_readings": dict(writer.corrupted),
+        "config_ok_at_end": faults.config_ok(), "statements_refused_in_outages": run.outage.refused,
+        "failed_sends": run.actuator.failed_sends, "corrupted_readings": dict(writer.corrupted),
         "backfilled_records": writer.backfilled_records,
         "trainings_in_run": len(daemon.trainings), "promoted_in_run": sum(1 for t in daemon.trainings if t.promoted),
         "trainings_failed": sum(1 for t in daemon.trainings if not t.ok),

@@ -68,9 +68,13 @@ INVALID_CONFIGS = (
 
 
 def config_text(site: str, min_saving_pct: float, mode: str = "auto", extra: str = "") -> str:
-    """The soak daemon's config: auto mode, metrics off (the soak reads the registry), DB actuator."""
+    """The soak daemon's config: auto mode, metrics off (the soak reads the registry), DB actuator.
+
+    The actuator keeps the production retry count; only the pause between attempts is 0,
+    since in accelerated time a pause would only stretch the run (the plant waits anyway).
+    """
     return (f'site_id = "{site}"\nmode = "{mode}"\n\n[metrics]\nenabled = false\n\n'
-            f'[actuator]\nkind = "db"\nretries = 0\n\n[thresholds]\nmin_saving_pct = {min_saving_pct:g}\n\n{extra}')
+            f'[actuator]\nkind = "db"\nretry_backoff_s = 0\n\n[thresholds]\nmin_saving_pct = {min_saving_pct:g}\n\n{extra}')
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -105,15 +109,26 @@ class DatabaseOutage:
 
 
 class FlakyActuator:
-    """Wraps an actuator; while ``mode`` is set, sends fail ("all") or deliver one role ("partial")."""
+    """Wraps an actuator; while ``mode`` is set, sends fail ("all") or deliver one role ("partial").
 
-    def __init__(self, inner: Actuator) -> None:
+    It sits between the configured actuator and the plant: pass `wrap` as
+    ``coolpilot.wiring.build_parts(actuator_layer=...)``.
+    """
+
+    def __init__(self, inner: Actuator | None = None) -> None:
         self.inner = inner
         self.mode: str | None = None
         self.failed_sends = 0
 
+    def wrap(self, inner: Actuator) -> FlakyActuator:
+        """Put this layer in front of ``inner``; returns itself."""
+        self.inner = inner
+        return self
+
     def send(self, setpoints: Mapping[str, float], *, ts: datetime, decision_id: int | None,
              reason: str) -> ActuationResult:
+        if self.inner is None:
+            raise RuntimeError("FlakyActuator: no actuator to wrap (use wrap)")
         if self.mode is None:
             return self.inner.send(setpoints, ts=ts, decision_id=decision_id, reason=reason)
         self.failed_sends += 1

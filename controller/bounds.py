@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 from db.roles import SETPOINT_ROLES
 
+#: (chilled water, supply air): supply air must stay the coil approach above chilled water.
+COIL_ROLES: tuple[str, str] = ("chw_supply_sp_c", "supply_air_sp_c")
+
 
 @dataclass(frozen=True)
 class RoleBounds:
@@ -49,9 +52,26 @@ class SetpointEnvelope:
     min_coil_approach_k: float = 3.0
 
     def __post_init__(self) -> None:
-        missing = [r for r in SETPOINT_ROLES if r not in self.roles]
-        if missing:
-            raise ValueError(f"setpoint envelope lacks bounds for {', '.join(missing)}")
+        unknown = [r for r in self.roles if r not in SETPOINT_ROLES]
+        if unknown:
+            raise ValueError(f"setpoint envelope names unknown setpoint role(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(SETPOINT_ROLES)}")
+        if not self.roles:
+            raise ValueError("setpoint envelope needs bounds for at least one setpoint role")
+
+    @property
+    def setpoint_roles(self) -> tuple[str, ...]:
+        """The setpoints this site lets CoolPilot control, in ``db.roles.SETPOINT_ROLES`` order.
+
+        Why a subset: many sites have no chilled-water plant, or leave condenser water
+        to the BMS. Every vector, box and candidate array follows this order.
+        """
+        return tuple(r for r in SETPOINT_ROLES if r in self.roles)
+
+    @property
+    def coupled(self) -> bool:
+        """True when both coil-approach roles (chilled water and supply air) are controlled."""
+        return COIL_ROLES[0] in self.roles and COIL_ROLES[1] in self.roles
 
     def bounds(self, role: str) -> RoleBounds:
         return self.roles[role]

@@ -148,6 +148,11 @@ class SafetySettings(_Strict):
     rack_inlet_limit_c: float = Field(default=27.0, ge=15.0, le=35.0)
     k_sigma: float = Field(default=2.0, ge=0.0, le=6.0)
     near_limit_margin_k: float = Field(default=0.5, ge=0.0, le=10.0)
+    # Look-ahead: within ``rising_band_k`` of the limit, no setpoint may rise while the
+    # hottest inlet rose more than ``rising_k`` over the last 30 minutes (the last
+    # warming move has not settled; the inlet lags the supply air).
+    rising_band_k: float = Field(default=3.0, ge=0.0, le=20.0)
+    rising_k: float = Field(default=0.3, gt=0.0, le=10.0)
 
 
 class ThresholdSettings(_Strict):
@@ -155,6 +160,10 @@ class ThresholdSettings(_Strict):
 
     max_rack_inlet_std_k: float = Field(default=1.0, gt=0.0)
     max_cooling_power_std_frac: float = Field(default=0.15, gt=0.0, le=1.0)
+    # Absolute floor [kW] under the relative power-uncertainty limit: on a small plant
+    # (tens of kW, on/off equipment) 15 % of the prediction is a few kW, below what
+    # any model of on/off staging can promise. The std passes below either.
+    max_power_std_floor_kw: float = Field(default=2.0, ge=0.0, le=10_000.0)
     max_ood_score: float = Field(default=1.0, gt=0.0)
     min_saving_pct: float = Field(default=1.0, ge=0.0, le=100.0)
     min_saving_kw: float = Field(default=0.0, ge=0.0)
@@ -174,20 +183,35 @@ class ThresholdSettings(_Strict):
 
 
 class QualitySettings(_Strict):
-    """Data-quality checks on the recent window (5-minute rows)."""
+    """Data-quality checks on the recent window (5-minute rows); see ``controller.quality``.
+
+    Stuck: a run of identical readings is suspect only while related roles move, and
+    only from ``stuck_rows`` rows when no profile of the site has been learned (default
+    288 rows = 24 h: flat data is normal on many plants), else from ``stuck_margin_factor``
+    times the longest run the site's history showed, never fewer than ``stuck_min_rows``.
+    Runs are measured over the whole frame the cycle read, which may reach past
+    ``window_rows``.
+
+    Spike: a one-record jump in the newest ``spike_rows`` rows that no related role
+    corroborates, larger than a floor (``spike_min_jump_k`` [K] for temperatures,
+    ``spike_min_jump_frac`` of the window median otherwise) and than ``spike_margin_factor``
+    times the site's 99.9th-percentile step (with a profile) or ``spike_robust_z`` robust
+    standard deviations of the window's steps (without).
+    """
 
     window_rows: int = Field(default=24, ge=2, le=2016)
     max_missing_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
-    stuck_rows: int = Field(default=24, ge=3)
+    stuck_rows: int = Field(default=288, ge=3)  # [rows] without a profile
+    stuck_min_rows: int = Field(default=6, ge=3)  # [rows] with a profile
+    stuck_margin_factor: float = Field(default=1.5, ge=1.0, le=100.0)  # [-] x the longest flat run seen
     spike_rows: int = Field(default=3, ge=1)
-    spike_robust_z: float = Field(default=8.0, gt=0.0)
+    spike_robust_z: float = Field(default=8.0, gt=0.0)  # [-] without a profile
     spike_min_jump_k: float = Field(default=4.0, gt=0.0)
     spike_min_jump_frac: float = Field(default=0.5, gt=0.0)
+    spike_margin_factor: float = Field(default=1.5, ge=1.0, le=100.0)  # [-] x the site's p99.9 step
 
     @model_validator(mode="after")
     def _fits_window(self) -> QualitySettings:
-        if self.stuck_rows > self.window_rows:
-            raise ValueError(f"stuck_rows {self.stuck_rows} exceeds window_rows {self.window_rows}")
         if self.spike_rows + 2 >= self.window_rows:
             raise ValueError(f"spike_rows {self.spike_rows} leaves too few rows of window_rows {self.window_rows}")
         return self
@@ -207,6 +231,48 @@ class OptimizerSettings(_Strict):
     runner_ups: int = Field(default=5, ge=0, le=50)
     what_if: bool = True  # score each setpoint moved one step either way, for `coolpilot explain`
     seed: int | None = Field(default=None, ge=0)  # numpy refuses negative seeds
+
+
+class ControlSettings(_Strict):
+    """What CoolPilot controls and what it minimises.
+
+    ``setpoints``: the setpoint roles this site lets CoolPilot write (one, two or three;
+    many sites have no chilled-water plant or leave condenser water to the BMS). The
+    others are never written, searched or verified. ``objective``: ``facility``
+    minimises predicted cooling + IT power (warmer air can cost more in server fans than
+    it saves in cooling), ``cooling`` cooling power alone, ``auto`` facility where the
+    model forecasts IT power, else cooling. The decision records which was used.
+    """
+
+    setpoints: tuple[str, ...] = SETPOINT_ROLES
+    objective: Literal["auto", "facility", "cooling"] = "auto"
+
+    @field_validator("setpoints", mode="before")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            value = tuple(value)
+        if isinstance(value, tuple):
+            unknown = [r for r in value if r not in SETPOINT_ROLES]
+            if unknown:
+                raise ValueError(f"unknown setpoint role {unknown[0]!r}; known: {', '.join(SETPOINT_ROLES)}")
+            if not value:
+                raise ValueError("name at least one setpoint to control (or use mode = \"rules\")")
+            if len(set(value)) != len(value):
+                raise ValueError("a setpoint is named twice")
+            value = tuple(r for r in SETPOINT_ROLES if r in value)
+        return value
+
+
+class RulesSettings(_Strict):
+    """The rule-based fallback's site constants.
+
+    ``design_it_kw``: the hall's design IT load [kW] for the tuned chilled-water load
+    reset; unset, CoolPilot takes the 99th percentile of the IT power its model was
+    trained on, and mid-band chilled water until it has one.
+    """
+
+    design_it_kw: float | None = Field(default=None, gt=0.0, le=1_000_000.0)
 
 
 class CycleSettings(_Strict):
@@ -288,6 +354,8 @@ class Config(_Strict):
     quality: QualitySettings = QualitySettings()
     optimizer: OptimizerSettings = OptimizerSettings()
     cycle: CycleSettings = CycleSettings()
+    control: ControlSettings = ControlSettings()
+    rules: RulesSettings = RulesSettings()
     retraining: RetrainingSettings = RetrainingSettings()
     metrics: MetricsSettings = MetricsSettings()
     actuator: ActuatorSettings = ActuatorSettings()
@@ -314,6 +382,18 @@ class Config(_Strict):
                     f"setpoints.{name}.min_c: bounds [{sp.min_c}, {sp.max_c}] C leave the physical range "
                     f"[{r.physical_min}, {r.physical_max}] C"
                 )
+        self._check_coupling()
+        if (self.database.source == "external") != (self.historian is not None):
+            raise ValueError("database.source: 'external' needs a [historian] section, and a [historian] "
+                             "section needs source = \"external\"")
+        if self.mode == "manual" and not self.pins():
+            raise ValueError("mode: 'manual' needs at least one setpoints.<role>.pin_c to hold")
+        return self
+
+    def _check_coupling(self) -> None:
+        """Bounds and pins must leave room for supply air >= chilled water + the coil approach."""
+        if not self.envelope().coupled:
+            return
         chw = self.setpoints["chw_supply_sp_c"]
         sa = self.setpoints["supply_air_sp_c"]
         approach = self.coupling.min_coil_approach_k
@@ -329,26 +409,21 @@ class Config(_Strict):
                 f"coupling.min_coil_approach_k: pins conflict with supply_air >= chw + {approach} K "
                 f"(chw at least {chw_lo} C, supply air at most {sa_hi} C)"
             )
-        if (self.database.source == "external") != (self.historian is not None):
-            raise ValueError("database.source: 'external' needs a [historian] section, and a [historian] "
-                             "section needs source = \"external\"")
-        if self.mode == "manual" and not self.pins():
-            raise ValueError("mode: 'manual' needs at least one setpoints.<role>.pin_c to hold")
-        return self
 
     def envelope(self) -> SetpointEnvelope:
         """The shared setpoint envelope (bounds, rate limits, coupling) this config defines."""
         return SetpointEnvelope(
             roles={
                 name: RoleBounds(min_c=sp.min_c, max_c=sp.max_c, max_step_k=sp.max_step_k)
-                for name, sp in self.setpoints.items()
+                for name, sp in self.setpoints.items() if name in self.control.setpoints
             },
             min_coil_approach_k=self.coupling.min_coil_approach_k,
         )
 
     def pins(self) -> dict[str, float]:
         """Operator-pinned setpoints [C] by role."""
-        return {name: sp.pin_c for name, sp in self.setpoints.items() if sp.pin_c is not None}
+        return {name: sp.pin_c for name, sp in self.setpoints.items()
+                if sp.pin_c is not None and name in self.control.setpoints}
 
 
 def _find_line(text: str, loc: tuple[str | int, ...]) -> int | None:

@@ -1,16 +1,23 @@
-"""One control cycle: sensor window in, one safe setpoint vector and its decision record out.
+"""One control cycle as a straight pipeline: window -> checked state -> plan -> search -> guard -> record -> act.
 
-``decide`` is the whole decision as a function of its inputs (config, window, time,
-model, last applied setpoints); ``run_cycle`` adds the edges (read the historian,
-record the decision, send the setpoints), all passed in. Whatever goes wrong (bad
-data, no model, a model error, a verification veto, a database error) the rules
-decide and the reason is recorded, and every vector leaves through the safety gate
-(``controller.safety``), in every mode.
+Each stage is a function of the previous stage's product:
 
-Reference setpoints (for rate limits and "hold"): in modes that apply, the last
-applied setpoints, unless the measured setpoint shows that someone else moved it;
-in advisory mode the measured setpoints first, because nothing this controller
-decided was applied.
+1. ``check_state`` (``controller.cycle_state``): quality, latest values, reference
+   setpoints, wet-bulb, hot guard and look-ahead ceilings, computed once.
+2. ``plan``: what this cycle may do: hold the operator's pins (manual), hand over to the
+   rules (and why), or search a box of setpoints around the reference.
+3. ``search``: the model-based search in that box (``controller.optimizer``); a failed
+   search is a rules proposal with its reason.
+4. ``guard``: one independent verification and the safety gate (``controller.safety``)
+   on whatever was proposed, in every mode; a veto hands over to the rules.
+5. ``record`` builds the decision; ``run_cycle`` adds the edges (read the historian,
+   store the decision, send the setpoints), all passed in.
+
+``decide`` runs stages 1-5 as a pure function of its inputs (apart from calling the
+forecaster). Whatever goes wrong (bad data, no model, a model error, a veto, a
+database error) the rules decide and the reason is recorded. When a controlled
+setpoint's current value is unknown, nothing is written at all: a step from an
+unknown setpoint to a bound can trip a chiller.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -26,97 +33,34 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from controller.bounds import SetpointEnvelope
-from controller.candidates import block_reversals, latest_move_signs, to_mapping, to_vector, tower_floor
+from controller.candidates import block_reversals, to_mapping, to_vector, tower_floor
 from controller.config import Config
+from controller.cycle_state import (
+    DEFAULT_MODEL_SETPOINTS,
+    RACK_INLET,
+    WETBULB,
+    CheckedState,
+    check_state,
+    model_state,
+    plausible,
+)
 from controller.decision import Decision, Outcome, Prediction
 from controller.optimizer import ModelError, OptimisationResult, optimise, take, what_if_rows
-from controller.quality import (
-    QualityIssue,
-    QualityReport,
-    check_window,
-    clock_problem,
-    mask_out_of_range,
-    usable_window,
-)
-from controller.safety import allowed_box, clamped_reference, gate, hot_guard_active, verify
+from controller.quality import clock_problem, stuck_threshold_rows
+from controller.rules import TunedRules, rule_setpoints
+from controller.safety import GateResult, Verification, allowed_box, clamped_reference, gate, verify
 from controller.seams import ActuationResult, Actuator, ReadingSource, Recorder
 from db.grid import GRID, GRID_FREQ, floor_to_grid
-from db.psychro import wetbulb_c
-from db.roles import REQUIRED_MEASUREMENT_ROLES, ROLES, SETPOINT_ROLES
-from forecasting.protocol import Forecaster
+from db.roles import REQUIRED_MEASUREMENT_ROLES, SETPOINT_ROLES
+from forecasting.protocol import FloatArray, Forecast, Forecaster
+
+__all__ = ["ForecasterSource", "ModelWithdrawn", "decide", "model_state", "required_roles", "run_cycle",
+           "window_rows"]
 
 log = logging.getLogger(__name__)
 
-RACK_INLET = "rack_inlet_max_c"
-WETBULB = "outdoor_wetbulb_c"
 RULE_INPUTS = (*REQUIRED_MEASUREMENT_ROLES, WETBULB)
 ForecasterSource = Forecaster | Callable[[], Forecaster | None] | None
-
-
-def _latest(frame: pd.DataFrame) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for col in frame.columns:
-        values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
-        finite = values[np.isfinite(values)]
-        out[str(col)] = float(finite[-1]) if len(finite) else math.nan
-    return out
-
-
-def _reference(mode: str, last_applied: Mapping[str, float] | None, measured: Mapping[str, float],
-               envelope: SetpointEnvelope) -> dict[str, float]:
-    """The setpoints in force as far as we know [C], per role (absent when unknown).
-
-    Advisory mode: the measured setpoint first. Other modes: the last applied one,
-    unless the measured setpoint is more than one step away from it, which means
-    someone else (an operator, the BMS) moved it: then the measured value is the truth.
-    """
-    ref: dict[str, float] = {}
-    for role in SETPOINT_ROLES:
-        applied = _finite((last_applied or {}).get(role))
-        # an impossible readback is a bad reading (NaN from _plausible), not someone else's move
-        seen = _finite(_plausible({role: measured.get(role, math.nan)})[role])
-        if seen is not None and (mode == "advisory" or applied is None
-                                 or abs(seen - applied) > envelope.bounds(role).max_step_k + 1e-9):
-            ref[role] = seen
-        elif applied is not None:
-            ref[role] = applied
-    return ref
-
-
-def _finite(value: float | None) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _plausible(measured: Mapping[str, float]) -> dict[str, float]:
-    """Readings outside their role's physical range become NaN (the rules treat NaN conservatively)."""
-    out = {}
-    for name, value in measured.items():
-        r = ROLES.get(name)
-        ok = math.isfinite(value) and (r is None or r.physical_min <= value <= r.physical_max)
-        out[name] = value if ok else math.nan
-    return out
-
-
-def _wetbulb(readings: Mapping[str, float]) -> float:
-    """The outdoor wet-bulb [C]: measured, else from dry-bulb and humidity (NaN when neither)."""
-    measured = readings.get(WETBULB, math.nan)
-    if math.isfinite(measured):
-        return measured
-    return float(wetbulb_c(readings.get("outdoor_drybulb_c", math.nan), readings.get("outdoor_rh_pct", math.nan)))
-
-
-def _rules(config: Config, measured: Mapping[str, float], reference: Mapping[str, float]) -> tuple[dict[str, float], str]:
-    """The rule-based proposal; a failing rules module holds the reference instead."""
-    readings = {**dict.fromkeys(RULE_INPUTS, math.nan), **_plausible(measured), **reference}
-    readings[WETBULB] = _wetbulb(readings)  # the tuned rules reset condenser water on wet-bulb
-    try:
-        from controller.rules import rule_setpoints
-
-        return dict(rule_setpoints(config.cycle.fallback_preset, readings, config.envelope())), ""
-    except Exception as exc:  # the fallback of the fallback is to hold
-        log.exception("rule-based controller failed; holding")
-        return dict(reference), f"; rules failed ({type(exc).__name__}: {exc}), holding"
 
 
 class ModelWithdrawn(Exception):
@@ -134,11 +78,65 @@ def _resolve(forecaster: ForecasterSource) -> tuple[Forecaster | None, str | Non
         return None, f"cannot load model: {type(exc).__name__}: {exc}"
 
 
-@dataclass
-class _Plan:
-    """The pre-gate proposal and everything known about how it came about."""
+class SetpointView:
+    """The model seen through the site's controlled setpoints.
 
-    proposal: Mapping[str, float]
+    A model scores the setpoints it was trained on (``setpoint_roles()``, all three for
+    older models); the search moves only the controlled ones. Uncontrolled setpoints
+    are held at their reference. A controlled setpoint the model never saw, or an
+    uncontrolled one with no known value, is a ``ModelError``.
+    """
+
+    def __init__(self, model: Forecaster, controlled: Sequence[str], reference: Mapping[str, float]) -> None:
+        model_roles = tuple(getattr(model, "setpoint_roles", lambda: DEFAULT_MODEL_SETPOINTS)())
+        unseen = [r for r in controlled if r not in model_roles]
+        if unseen:
+            raise ModelError(f"model {model.version} was not trained on setpoint(s) {', '.join(unseen)}")
+        fixed = [r for r in model_roles if r not in controlled]
+        unknown = [r for r in fixed if not math.isfinite(reference.get(r, math.nan))]
+        if unknown:
+            raise ModelError(f"the model needs the current {', '.join(unknown)}, which is unknown")
+        self._model, self._columns = model, [list(controlled).index(r) if r in controlled else -1 for r in model_roles]
+        self._fixed = np.array([reference.get(r, math.nan) for r in model_roles], dtype=np.float64)
+        self.version, self.horizon_min = model.version, model.horizon_min
+
+        self._controlled = tuple(controlled)
+
+    def setpoint_roles(self) -> tuple[str, ...]:
+        return self._controlled
+
+    def required_roles(self) -> tuple[str, ...]:
+        return self._model.required_roles()
+
+    def history_needed(self) -> int:
+        return self._model.history_needed()
+
+    def predict(self, state: pd.DataFrame, candidates: FloatArray) -> Forecast:
+        full = np.repeat(self._fixed[None, :], len(candidates), axis=0)
+        for j, col in enumerate(self._columns):
+            if col >= 0:
+                full[:, j] = candidates[:, col]
+        return self._model.predict(state, full)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Stage 2: either a search box around ``hold``, or a fixed proposal with its reason."""
+
+    hold: dict[str, float]
+    box: dict[str, tuple[float, float]] | None = None
+    proposal: Mapping[str, float] | None = None
+    outcome: Outcome = "fallback"
+    reason: str = ""
+    reason_code: str | None = None
+    write: bool = True  # False: the current setpoints are unknown; nothing may be written
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Stage 3: the pre-gate setpoints and everything known about how they came about."""
+
+    setpoints: Mapping[str, float]
     outcome: Outcome
     reason: str
     reason_code: str | None = None
@@ -147,71 +145,135 @@ class _Plan:
     model_usable: bool = False
 
 
-def _fallback(config: Config, measured: Mapping[str, float], reference: Mapping[str, float], code: str,
-              why: str, *, model_usable: bool = False, opt: OptimisationResult | None = None,
-              violations: tuple[str, ...] = ()) -> _Plan:
-    proposal, note = _rules(config, measured, reference)
-    return _Plan(proposal, "fallback", f"rules ({config.cycle.fallback_preset}): {why}{note}", code,
-                 opt=opt, violations=violations, model_usable=model_usable)
-
-
-def _plan(config: Config, report: QualityReport, measured: Mapping[str, float], reference: dict[str, float],
-          hot: bool, model: Forecaster | None, model_problem: str | None, state: pd.DataFrame,
-          read_error: str | None, rng: np.random.Generator, move_signs: Mapping[str, int]) -> _Plan:
-    if config.mode == "manual":
-        return _Plan(reference, "manual", "manual mode: holding operator pins " + ", ".join(
-            f"{r}={v}" for r, v in config.pins().items()))
-    if config.mode == "rules":
-        return _fallback(config, measured, reference, "mode_rules", "operator selected rules mode")
-    if read_error is not None:
-        return _fallback(config, measured, reference, "db_error", f"cannot read sensor history: {read_error}")
-    unknown = [r for r in SETPOINT_ROLES if r not in reference]
-    if unknown:
-        return _fallback(config, measured, reference, "other", "current setpoints unknown for " + ", ".join(unknown))
-    if not report.ok:
-        return _fallback(config, measured, reference, "bad_data", "bad data: " + report.summary())
-    rack, limit = measured.get(RACK_INLET, math.nan), config.safety.rack_inlet_limit_c
-    if rack >= limit:  # the plant is not where any model put it: the rules cool, the hot guard allows only that
-        return _fallback(config, measured, reference, "verification_veto",
-                         f"measured rack inlet {rack:.2f} C is at or above the {limit} C limit")
-    if model is None:
-        return _fallback(config, measured, reference, "no_model" if model_problem is None else "model_error",
-                         model_problem or "no trained model available")
-    env = config.envelope()
-    hold = gate(reference, reference, env, pins=config.pins(), hot_guard=hot).setpoints
-    box = allowed_box(clamped_reference(reference, env), env, hot_guard=hot)
-    if not hot:
-        box = block_reversals(box, hold, move_signs)
-    box = tower_floor(box, _wetbulb(_plausible(measured)), config.coupling.min_tower_approach_k)
-    box.update({r: (hold[r], hold[r]) for r in config.pins()})
+def _rules(config: Config, checked: CheckedState, design_it_kw: float | None) -> tuple[dict[str, float], str]:
+    """The rule-based proposal; a failing rules module holds the reference instead."""
+    readings = {**dict.fromkeys(RULE_INPUTS, math.nan), **plausible(checked.measured), **checked.reference}
+    readings[WETBULB] = checked.wetbulb_c  # the tuned rules reset condenser water on wet-bulb
     try:
-        opt = optimise(model, state, to_vector(hold), box, config, rng)
+        tuned = TunedRules(design_it_kw=config.rules.design_it_kw or design_it_kw)
+        return dict(rule_setpoints(config.cycle.fallback_preset, readings, config.envelope(), tuned=tuned)), ""
+    except Exception as exc:  # the fallback of the fallback is to hold
+        log.exception("rule-based controller failed; holding")
+        return dict(checked.reference), f"; rules failed ({type(exc).__name__}: {exc}), holding"
+
+
+def _fallback(config: Config, checked: CheckedState, code: str, why: str, *, design_it_kw: float | None = None,
+              **extra: Any) -> Proposal:
+    setpoints, note = _rules(config, checked, design_it_kw)
+    return Proposal(setpoints, "fallback", f"rules ({config.cycle.fallback_preset}): {why}{note}", code, **extra)
+
+
+def plan(config: Config, checked: CheckedState, model: Forecaster | None, model_problem: str | None,
+         read_error: str | None) -> Plan:
+    """Stage 2: manual, rules (with the reason), or a search box around the reference."""
+    env = config.envelope()
+    hold = gate(checked.reference, checked.reference, env, pins=config.pins(), hot_guard=checked.hot,
+                ceilings=checked.ceilings).setpoints
+    unknown = [r for r in env.setpoint_roles if r not in checked.reference]
+    if unknown and config.mode != "advisory":  # the root cause first: a database that cannot be read
+        code, text = (("db_error", f"cannot read sensor history: {read_error}") if read_error is not None
+                      else ("setpoint_unknown", "current setpoints unknown for " + ", ".join(unknown)))
+        return Plan(hold, reason=text + "; nothing written until the current setpoints are known",
+                    reason_code=code, write=False)
+    if config.mode == "manual":
+        return Plan(hold, proposal=checked.reference, outcome="manual", reason="manual mode: holding operator pins "
+                    + ", ".join(f"{r}={v}" for r, v in config.pins().items()))
+    why = _rules_reason(config, checked, model, model_problem, read_error, unknown)
+    if why is not None:
+        return Plan(hold, reason=why[1], reason_code=why[0])
+    box = allowed_box(clamped_reference(checked.reference, env), env, hot_guard=checked.hot,
+                      ceilings=checked.ceilings)
+    if not checked.hot:
+        box = block_reversals(box, hold, checked.move_signs)
+    box = tower_floor(box, checked.wetbulb_c, config.coupling.min_tower_approach_k)
+    box.update({r: (hold[r], hold[r]) for r in config.pins()})
+    return Plan(hold, box=box)
+
+
+def _rules_reason(config: Config, checked: CheckedState, model: Forecaster | None, model_problem: str | None,
+                  read_error: str | None, unknown: list[str]) -> tuple[str, str] | None:
+    """Why the rules must decide this cycle (reason code, text), or None when the model may search."""
+    if config.mode == "rules":
+        return "mode_rules", "operator selected rules mode"
+    if read_error is not None:
+        return "db_error", f"cannot read sensor history: {read_error}"
+    if unknown:
+        return "setpoint_unknown", "current setpoints unknown for " + ", ".join(unknown)
+    if checked.blocking:
+        return "bad_data", "bad data: " + "; ".join(str(i) for i in checked.blocking)
+    rack, limit = checked.rack_inlet_c, config.safety.rack_inlet_limit_c
+    if rack >= limit:  # the plant is not where any model put it: the rules cool, the hot guard allows only that
+        return "verification_veto", f"measured rack inlet {rack:.2f} C is at or above the {limit} C limit"
+    if model is None:
+        return ("no_model" if model_problem is None else "model_error"), model_problem or "no trained model available"
+    return None
+
+
+def search(config: Config, checked: CheckedState, planned: Plan, model: Forecaster | None,
+           rng: np.random.Generator) -> Proposal:
+    """Stage 3: the planned proposal, the rules, or the model's best sure candidate."""
+    design = _design_it_kw(model)
+    if planned.proposal is not None:
+        return Proposal(planned.proposal, planned.outcome, planned.reason)
+    if planned.box is None or model is None:
+        return _fallback(config, checked, planned.reason_code or "other", planned.reason, design_it_kw=design)
+    roles = config.envelope().setpoint_roles
+    try:
+        view = SetpointView(model, roles, checked.measured | checked.reference)
+        opt = optimise(view, checked.state, to_vector(planned.hold, roles), planned.box, config, rng,
+                       objective_setting=config.control.objective)
     except ModelError as exc:
-        return _fallback(config, measured, reference, "model_error", str(exc))
+        return _fallback(config, checked, "model_error", str(exc), design_it_kw=design)
     sel = opt.selection
     if sel.index is None:
         code = ("ood" if "ood" in sel.hold_failures
                 else "model_error" if "non_finite" in sel.hold_failures else "uncertain")
-        return _fallback(config, measured, reference, code, sel.reason, model_usable=True, opt=opt)
-    proposal = to_mapping(opt.candidates[sel.index])
-    check = verify(proposal, reference, env, rack_inlet_max_c=measured.get(RACK_INLET),
-                   rack_inlet_limit_c=config.safety.rack_inlet_limit_c,
-                   near_limit_margin_k=config.safety.near_limit_margin_k)
-    if not check.ok:
-        return _fallback(config, measured, reference, "verification_veto",
-                         "verification veto: " + "; ".join(check.violations), model_usable=True, opt=opt,
-                         violations=check.violations)
+        return _fallback(config, checked, code, sel.reason, design_it_kw=design, model_usable=True, opt=opt)
     outcome: Outcome = "optimised" if sel.outcome == "optimised" else "hold"
-    return _Plan(proposal, outcome, sel.reason, None, opt=opt, model_usable=True)
+    return Proposal(to_mapping(opt.candidates[sel.index], roles), outcome, sel.reason, opt=opt, model_usable=True)
 
 
-def _scored(opt: OptimisationResult | None, new: Mapping[str, float],
-            hold: Mapping[str, float]) -> tuple[Prediction, Prediction] | None:
+def _design_it_kw(model: Forecaster | None) -> float | None:
+    """The tuned rules' design IT load [kW] from the model's data profile (99th percentile), if any."""
+    profile = getattr(model, "data_profile", None)
+    design = getattr(profile, "design_it_kw", None)
+    return float(design) if isinstance(design, int | float) and math.isfinite(design) and design > 0 else None
+
+
+def _verify(config: Config, checked: CheckedState, setpoints: Mapping[str, float]) -> Verification:
+    return verify(setpoints, checked.reference, config.envelope(), rack_inlet_max_c=checked.measured.get(RACK_INLET),
+                  rack_inlet_limit_c=config.safety.rack_inlet_limit_c,
+                  near_limit_margin_k=config.safety.near_limit_margin_k, ceilings=checked.ceilings)
+
+
+def guard(config: Config, checked: CheckedState, proposal: Proposal, model: Forecaster | None) -> tuple[
+        Proposal, GateResult, Verification]:
+    """Stage 4: one independent verification of a model proposal (a veto hands over to the rules),
+    then the safety gate on whatever is proposed, re-verified."""
+    if proposal.model_usable and proposal.outcome in ("optimised", "hold"):
+        check = _verify(config, checked, proposal.setpoints)
+        if not check.ok:
+            proposal = _fallback(config, checked, "verification_veto", "verification veto: " + "; ".join(
+                check.violations), design_it_kw=_design_it_kw(model), model_usable=True, opt=proposal.opt,
+                violations=check.violations)
+    env = config.envelope()
+    gated = gate(proposal.setpoints, checked.reference, env, pins=config.pins(), hot_guard=checked.hot,
+                 ceilings=checked.ceilings)
+    final = _verify(config, checked, gated.setpoints)
+    if not final.ok and checked.reference:
+        held = gate(checked.reference, checked.reference, env, hot_guard=checked.hot)  # unsafe reference: hold
+        gated = GateResult(held.setpoints, (*gated.adjustments, "final check failed; holding the re-clamped "
+                                            "reference", *held.adjustments))
+    return proposal, gated, final
+
+
+def _scored(opt: OptimisationResult | None, new: Mapping[str, float], hold: Mapping[str, float],
+            roles: Sequence[str]) -> tuple[Prediction, Prediction] | None:
     """Predictions for ``new`` and ``hold`` if the search already scored exactly these vectors."""
-    if opt is None or len(hold) != len(SETPOINT_ROLES):
+    if opt is None or any(r not in hold or r not in new for r in roles):
         return None
     found = []
-    for vector in (to_vector(new), to_vector(hold)):
+    for vector in (to_vector(new, roles), to_vector(hold, roles)):
         rows = np.flatnonzero(np.all(np.abs(opt.candidates - vector) <= 1e-12, axis=1))
         if len(rows) == 0:
             return None
@@ -219,125 +281,123 @@ def _scored(opt: OptimisationResult | None, new: Mapping[str, float],
     return found[0], found[1]
 
 
-def model_state(frame: pd.DataFrame, model: Forecaster) -> pd.DataFrame:
-    """The roles and rows of the cycle's window that ``model`` scores.
-
-    Everything that asks the model about this cycle passes this same frame, so the
-    model's per-state feature cache is hit instead of recomputed.
-    """
-    wanted = set(model.required_roles())
-    return frame[[c for c in frame.columns if c in wanted]].tail(max(model.history_needed(), 1))
-
-
-def decide(
-    config: Config,
-    frame: pd.DataFrame | None,
-    now: datetime,
-    forecaster: Forecaster | None,
-    last_applied: Mapping[str, float] | None,
-    *,
-    read_error: str | None = None,
-    model_problem: str | None = None,
-    clock_error: str | None = None,
-    rng: np.random.Generator | None = None,
-) -> Decision:
-    """The decision of one cycle; pure apart from calling the forecaster.
-
-    ``read_error``: why the window could not be read (then ``frame`` is None);
-    ``model_problem``: why ``forecaster`` is None although one was expected;
-    ``clock_error``: why the clock cannot be trusted (``clock_problem``): the window is
-    ignored and the cycle is a ``bad_data`` fallback.
-    """
-    model = None if config.mode in ("rules", "manual") else forecaster
-    if clock_error is not None:
-        frame = None
-    frame = frame if frame is not None else pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC"))
-    frame, window_problem = usable_window(frame)
-    checked = tuple(dict.fromkeys((RACK_INLET, *(model.required_roles() if model is not None else ()))))
-    frame, masked = mask_out_of_range(frame)
-    found = check_window(frame, checked, now, config.cycle.interval_s, config.quality)
-    report = QualityReport(issues=(), latest=found.latest).adding(
-        None if window_problem is None else QualityIssue("window", "format", window_problem),
-        None if clock_error is None else QualityIssue("clock", "freshness", clock_error),
-    ).adding(*found.issues)
-    bad = {i.role for i in report.issues}
-    measured = {r: (math.nan if r in bad else v) for r, v in _latest(frame).items()}
-    env = config.envelope()
-    reference = _reference(config.mode, last_applied, measured, env)
-    safety = config.safety
-    hot = hot_guard_active(measured.get(RACK_INLET), safety.rack_inlet_limit_c, safety.near_limit_margin_k)
-    if rng is None:
-        rng = np.random.default_rng(config.optimizer.seed if config.optimizer.seed is not None
-                                    else abs(int(now.timestamp())))  # numpy refuses negative seeds
-    state = frame
-    if model is not None:  # only the roles the model asked for: an all-NaN optional column is not data
-        state = model_state(frame, model)
-        if len(state) < model.history_needed():
-            report = report.adding(QualityIssue(
-                "history", "completeness", f"the model needs {model.history_needed()} rows of 5-minute history, "
-                                           f"the window holds {len(state)}"))
-    move_signs = latest_move_signs(frame, config.optimizer.reversal_dwell_cycles)
-    plan = _plan(config, report, measured, reference, hot, model, model_problem, state, read_error, rng, move_signs)
-
-    gated = gate(plan.proposal, reference, env, pins=config.pins(), hot_guard=hot)
-    final_check = verify(gated.setpoints, reference, env, rack_inlet_max_c=measured.get(RACK_INLET),
-                         rack_inlet_limit_c=safety.rack_inlet_limit_c, near_limit_margin_k=safety.near_limit_margin_k)
-    new, adjustments = gated.setpoints, gated.adjustments
-    if not final_check.ok and reference:
-        held = gate(reference, reference, env, hot_guard=hot)  # the reference itself was unsafe: hold, re-clamped
-        new = held.setpoints
-        adjustments = (*adjustments, "final check failed; holding the re-clamped reference", *held.adjustments)
-    chosen = hold_pred = None
+@dataclass(frozen=True)
+class _Predictions:
+    chosen: Prediction | None = None
+    hold: Prediction | None = None
     what_if: tuple[dict[str, Any], ...] = ()
-    interval_level = None
-    reused = None if config.optimizer.what_if else _scored(plan.opt, new, clamped_reference(reference, env))
+    interval_level: float | None = None
+    note: str | None = None
+
+
+def _predictions(config: Config, checked: CheckedState, proposal: Proposal, new: Mapping[str, float],
+                 model: Forecaster | None) -> _Predictions:
+    """The model's view of what was emitted and of holding: reused from the search, else one call."""
+    env = config.envelope()
+    roles, hold = env.setpoint_roles, clamped_reference(checked.reference, env)
+    opt = proposal.opt
+    reused = None if config.optimizer.what_if else _scored(opt, new, hold, roles)
     if reused is not None:  # both vectors were scored in the search: no second model call
-        chosen, hold_pred = reused
-        interval_level = None if plan.opt is None else float(plan.opt.forecast.interval_level)
-    elif plan.model_usable and model is not None:
-        try:
-            rows = what_if_rows(model, state, to_vector(new), to_vector(clamped_reference(reference, env)), env,
-                                moves=config.optimizer.what_if)
-            chosen = Prediction.from_forecast_row(rows[0])
-            hold_pred = Prediction.from_forecast_row(rows[1])
-            what_if = tuple(rows[2:])
-            interval_level = float(rows[0]["interval_level"])
-        except ModelError as exc:
-            adjustments += (f"no predictions for the emitted setpoints: {exc}",)
-    runner_ups: tuple[dict[str, Any], ...] = ()
-    opt = plan.opt
-    if opt is not None:
-        runner_ups = tuple({"setpoints": to_mapping(opt.candidates[i]), **take(opt.forecast, i)}
-                           for i in opt.selection.runner_ups)
+        return _Predictions(*reused, interval_level=None if opt is None else float(opt.forecast.interval_level))
+    if not (proposal.model_usable and model is not None) or any(r not in hold or r not in new for r in roles):
+        return _Predictions()
+    try:
+        view = SetpointView(model, roles, checked.measured | checked.reference)
+        rows = what_if_rows(view, checked.state, to_vector(new, roles), to_vector(hold, roles), env,
+                            moves=config.optimizer.what_if)
+    except ModelError as exc:
+        return _Predictions(note=f"no predictions for the emitted setpoints: {exc}")
+    return _Predictions(Prediction.from_forecast_row(rows[0]), Prediction.from_forecast_row(rows[1]),
+                        tuple(rows[2:]), float(rows[0]["interval_level"]))
+
+
+def record(config: Config, now: datetime, checked: CheckedState, planned: Plan, proposal: Proposal,
+           gated: GateResult, final: Verification, model: Forecaster | None) -> Decision:
+    """Stage 5: the decision record of this cycle."""
+    new = dict(gated.setpoints)
+    preds = _predictions(config, checked, proposal, new, model)
+    opt = proposal.opt
+    roles = config.envelope().setpoint_roles
+    objective = None if opt is None else opt.objective
     saving = None
-    if chosen is not None and hold_pred is not None:
-        saving = hold_pred.cooling_power_kw - chosen.cooling_power_kw
+    if preds.chosen is not None and preds.hold is not None:
+        saving = preds.hold.objective_kw(objective) - preds.chosen.objective_kw(objective)
+    applies = config.mode != "advisory" and planned.write
     return Decision(
-        ts=now, site_id=config.site_id, mode=config.mode, outcome=plan.outcome, reason=plan.reason,
-        previous=dict(reference), new=dict(new), reason_code=plan.reason_code,
+        ts=now, site_id=config.site_id, mode=config.mode, outcome=proposal.outcome, reason=proposal.reason,
+        previous=dict(checked.reference), new=new, reason_code=proposal.reason_code,
         model_version=None if model is None else str(model.version),
-        chosen=chosen, hold=hold_pred, expected_saving_kw=saving, interval_level=interval_level,
-        verification_ok=not plan.violations and final_check.ok,
-        violations=plan.violations + final_check.violations, gate_adjustments=adjustments,
-        quality_issues=tuple(str(i) for i in report.issues) + masked,
-        binding=() if opt is None else opt.selection.binding, runner_ups=runner_ups, what_if=what_if,
-        candidates_scored=0 if opt is None else len(opt.candidates),
-        rejected={} if opt is None else dict(opt.selection.rejected),
-        measured=measured, rack_inlet_limit_c=safety.rack_inlet_limit_c, hot_guard=hot,
-        apply=config.mode != "advisory", actuation="pending" if config.mode != "advisory" else "not sent (advisory)",
+        chosen=preds.chosen, hold=preds.hold, expected_saving_kw=saving, objective=objective,
+        degraded_inputs=checked.degraded if proposal.model_usable else (),
+        interval_level=preds.interval_level, verification_ok=not proposal.violations and final.ok,
+        violations=proposal.violations + final.violations,
+        gate_adjustments=gated.adjustments + ((preds.note,) if preds.note else ()),
+        quality_issues=tuple(str(i) for i in checked.report.issues) + checked.masked_notes,
+        binding=() if opt is None else opt.selection.binding,
+        runner_ups=() if opt is None else tuple({"setpoints": to_mapping(opt.candidates[i], roles), **take(
+            opt.forecast, i)} for i in opt.selection.runner_ups),
+        what_if=preds.what_if, candidates_scored=0 if opt is None else len(opt.candidates),
+        rejected={} if opt is None else dict(opt.selection.rejected), measured=checked.measured,
+        rack_inlet_limit_c=config.safety.rack_inlet_limit_c, hot_guard=checked.hot, apply=applies,
+        actuation=("pending" if applies else "not sent (advisory)" if config.mode == "advisory"
+                   else "not sent (current setpoints unknown)"),
     )
 
 
+def decide(config: Config, frame: pd.DataFrame | None, now: datetime, forecaster: Forecaster | None,
+           last_applied: Mapping[str, float] | None, *, problems: Mapping[str, str | None] | None = None,
+           rng: np.random.Generator | None = None, profile: Any = None) -> Decision:
+    """The decision of one cycle; pure apart from calling the forecaster.
+
+    ``problems``: what the edges found: ``read`` (why the window could not be read; then
+    ``frame`` is None), ``model`` (why ``forecaster`` is None although one was expected),
+    ``clock`` (why the clock cannot be trusted: the window is ignored, ``bad_data``).
+    """
+    found = dict(problems or {})
+    model = None if config.mode in ("rules", "manual") else forecaster
+    checked = check_state(config, frame, now, model, last_applied, clock_error=found.get("clock"),
+                          profile=profile if profile is not None else getattr(model, "data_profile", None))
+    if rng is None:
+        rng = np.random.default_rng(config.optimizer.seed if config.optimizer.seed is not None
+                                    else abs(int(now.timestamp())))  # numpy refuses negative seeds
+    planned = plan(config, checked, model, found.get("model"), found.get("read"))
+    proposal, gated, final = guard(config, checked, search(config, checked, planned, model, rng), model)
+    if not planned.write:
+        gated = GateResult({}, ("nothing written: current setpoints unknown",))  # nothing leaves
+    return record(config, now, checked, planned, proposal, gated, final, model)
 
 
 def required_roles(config: Config, model: Forecaster | None) -> tuple[str, ...]:
     """Roles the cycle reads: the rules' inputs, the setpoints and whatever the model needs."""
     extra = model.required_roles() if model is not None else ()
-    return tuple(dict.fromkeys((*RULE_INPUTS, *SETPOINT_ROLES, *extra)))
+    return tuple(dict.fromkeys((*RULE_INPUTS, *SETPOINT_ROLES, "supply_air_c", *extra)))
+
+
+#: The most rows a cycle reads so that the stuck check can see a long flat run (one day).
+MAX_STUCK_WINDOW_ROWS = 288
 
 
 def window_rows(config: Config, model: Forecaster | None) -> int:
-    return max(config.quality.window_rows, model.history_needed() if model is not None else 0)
+    """Rows the cycle reads: the quality window, the model's history and, where the model
+    carries the site's data profile, enough for a learned stuck run (at most a day)."""
+    rows = max(config.quality.window_rows, model.history_needed() if model is not None else 0)
+    profile = getattr(model, "data_profile", None)
+    if profile is not None and model is not None:
+        learned = [stuck_threshold_rows(r, config.quality, profile) for r in model.required_roles()
+                   if profile.role(r) is not None]
+        rows = max(rows, min(max(learned, default=0), MAX_STUCK_WINDOW_ROWS))
+    return rows
+
+
+def _actuate(decision: Decision, actuator: Actuator | None, now: datetime) -> ActuationResult:
+    if actuator is None:
+        return ActuationResult(ok=False, status="skipped (no actuator configured)")
+    try:
+        return actuator.send(decision.new, ts=now, decision_id=decision.decision_id,
+                             reason=f"{decision.outcome}: {decision.reason}"[:500])
+    except Exception as exc:  # an actuator bug must not stop the loop; nothing is claimed as sent
+        log.exception("actuator failed")
+        return ActuationResult(ok=False, status=f"failed: {type(exc).__name__}: {exc}")
 
 
 def run_cycle(
@@ -362,7 +422,6 @@ def run_cycle(
     model, model_problem = (None, None) if config.mode in ("rules", "manual") else _resolve(forecaster)
     frame: pd.DataFrame | None = None
     read_error = None
-    clock_error = clock_problem(source, now)
     # the grid row labelled t holds readings in (t - 5 min, t]: end just after the last full row
     end = floor_to_grid(now) + GRID
     start = end - window_rows(config, model) * GRID
@@ -370,21 +429,12 @@ def run_cycle(
         frame = source.read_wide(required_roles(config, model), start, end, GRID_FREQ).frame
     except Exception as exc:  # a historian failure must become a fallback, not a dead loop
         read_error = str(exc)
-    decision = decide(config, frame, now, model, last_applied, read_error=read_error,
-                      model_problem=model_problem, clock_error=clock_error, rng=rng)
+    problems = {"read": read_error, "model": model_problem, "clock": clock_problem(source, now)}
+    decision = decide(config, frame, now, model, last_applied, problems=problems, rng=rng)
     decision = replace(decision, duration_s=timer() - started)
-    decision_id = recorder.record(decision)
-    decision = replace(decision, decision_id=decision_id)
+    decision = replace(decision, decision_id=recorder.record(decision))
     if decision.apply:
-        if actuator is None:
-            result = ActuationResult(ok=False, status="skipped (no actuator configured)")
-        else:
-            try:
-                result = actuator.send(decision.new, ts=now, decision_id=decision_id,
-                                       reason=f"{decision.outcome}: {decision.reason}"[:500])
-            except Exception as exc:  # an actuator bug must not stop the loop; nothing is claimed as sent
-                log.exception("actuator failed")
-                result = ActuationResult(ok=False, status=f"failed: {type(exc).__name__}: {exc}")
+        result = _actuate(decision, actuator, now)
         decision = replace(decision, actuation=result.status, sent=result.sent, duration_s=timer() - started)
-        recorder.set_actuation(decision_id, decision)
+        recorder.set_actuation(decision.decision_id, decision)
     return decision

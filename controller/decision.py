@@ -18,11 +18,21 @@ from db.jsonable import jsonable
 from db.roles import SETPOINT_ROLES
 
 Outcome = Literal["optimised", "fallback", "manual", "hold"]
+#: Every outcome a decision can have, in display order (the metrics label decisions by these names).
+OUTCOMES: tuple[Outcome, ...] = ("optimised", "hold", "fallback", "manual")
 
-#: Bounded fallback reason codes (the same set the metrics module labels by).
+#: Why the rules decided (``Decision.reason_code``); the metrics label fallbacks by these.
 REASON_CODES: tuple[str, ...] = (
-    "bad_data", "no_model", "model_error", "uncertain", "ood", "verification_veto",
-    "db_error", "actuator_error", "no_saving", "mode_rules", "other",
+    "bad_data",  # missing, stale or out-of-range inputs
+    "no_model",  # no trained model yet
+    "model_error",  # the model could not be loaded, raised, returned non-finite values or drifted
+    "uncertain",  # predictive interval too wide
+    "ood",  # inputs unlike the training data
+    "verification_veto",  # the independent safety re-check rejected the proposal (or the rack inlet is at the limit)
+    "db_error",  # history could not be read
+    "mode_rules",  # the operator selected rule-based mode
+    "setpoint_unknown",  # a controlled setpoint's current value is unknown: nothing is written
+    "other",
 )
 
 
@@ -39,10 +49,20 @@ class Prediction:
     rack_inlet_std_c: float
     cooling_power_std_kw: float
     ood_score: float
+    it_power_kw: float = math.nan  # NaN: the model does not forecast IT power
+    it_power_lo_kw: float = math.nan
+    it_power_hi_kw: float = math.nan
+    it_power_std_kw: float = math.nan
 
     @classmethod
     def from_forecast_row(cls, row: Mapping[str, float]) -> Prediction:
-        return cls(**{f.name: float(row[f.name]) for f in fields(cls)})
+        return cls(**{f.name: float(row.get(f.name, math.nan)) for f in fields(cls)})
+
+    def objective_kw(self, objective: str | None) -> float:
+        """The power the decision minimised [kW]: cooling + IT for ``facility``, else cooling."""
+        if objective == "facility" and math.isfinite(self.it_power_kw):
+            return self.cooling_power_kw + self.it_power_kw
+        return self.cooling_power_kw
 
 
 @dataclass(frozen=True)
@@ -60,7 +80,9 @@ class Decision:
     model_version: str | None = None
     chosen: Prediction | None = None  # prediction for ``new``
     hold: Prediction | None = None  # prediction for holding ``previous``
-    expected_saving_kw: float | None = None
+    expected_saving_kw: float | None = None  # of the objective's power over holding [kW]
+    objective: str | None = None  # facility (cooling + IT) | cooling: what the search minimised
+    degraded_inputs: tuple[str, ...] = ()  # suspect non-safety roles the model ran without this cycle
     interval_level: float | None = None
     verification_ok: bool = True
     violations: tuple[str, ...] = ()  # what the independent check vetoed
@@ -138,10 +160,8 @@ class Decision:
         """Keyword arguments for ``controller.service.metrics.CoolpilotMetrics.observe_decision``."""
         chosen = self.chosen
         return {
-            "mode": {"auto": "ai"}.get(self.mode, self.mode),
-            "outcome": ("fallback" if self.outcome == "fallback"
-                        else "unchanged" if self.outcome == "hold"
-                        else "applied" if self.apply else "advised"),
+            "mode": self.mode,
+            "outcome": self.outcome,
             "ts_s": self.ts.timestamp(),
             "fallback_reason": self.reason_code if self.outcome == "fallback" else None,
             "setpoints_c": dict(self.new),
@@ -167,8 +187,11 @@ class Decision:
             f"reason: {self.reason}",
         ]
         for role in SETPOINT_ROLES:
+            if role not in self.previous and role not in self.new:
+                continue  # not a setpoint this site controls
             old, new = self.previous.get(role, math.nan), self.new.get(role, math.nan)
-            lines.append(f"  {role:<18} {old:7.2f} -> {new:7.2f} C  ({new - old:+.2f} K)")
+            move = f"({new - old:+.2f} K)" if math.isfinite(old) and math.isfinite(new) else ""
+            lines.append(f"  {role:<18} {_temp(old)} -> {_temp(new)}  {move}".rstrip())
         if self.chosen is not None:
             c = self.chosen
             lines.append(
@@ -176,14 +199,25 @@ class Decision:
                 f"{c.cooling_power_hi_kw:.1f}], rack inlet max {c.rack_inlet_max_c:.2f} C "
                 f"[{c.rack_inlet_lo_c:.2f}, {c.rack_inlet_hi_c:.2f}], OOD {c.ood_score:.2f}"
             )
+            if math.isfinite(c.it_power_kw):
+                lines.append(f"predicted IT power {c.it_power_kw:.1f} kW [{c.it_power_lo_kw:.1f}, "
+                             f"{c.it_power_hi_kw:.1f}]")
         if self.expected_saving_kw is not None:
-            lines.append(f"expected saving over holding: {self.expected_saving_kw:.1f} kW")
+            what = "cooling + IT" if self.objective == "facility" else "cooling"
+            lines.append(f"expected saving over holding: {self.expected_saving_kw:.1f} kW ({what} power)")
+        if self.degraded_inputs:
+            lines.append("model ran without suspect inputs: " + ", ".join(self.degraded_inputs))
         if not self.verification_ok:
             lines.append("verification veto: " + "; ".join(self.violations))
         if self.quality_issues:
             lines.append("data quality: " + "; ".join(self.quality_issues))
         lines.append(f"model {self.model_version or 'none'}; actuation: {self.actuation}")
         return "\n".join(lines)
+
+
+def _temp(value: float) -> str:
+    """A temperature for display: 'unknown' rather than 'nan'."""
+    return f"{value:7.2f} C" if math.isfinite(value) else "unknown"
 
 
 def _finite_or_none(value: float | None) -> float | None:

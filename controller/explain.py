@@ -25,7 +25,20 @@ def _f(value: Any, digits: int = 2) -> str:
 
 
 def _vector(setpoints: Mapping[str, Any]) -> str:
-    return " ".join(f"{_SHORT[r]}={_f(setpoints.get(r))}" for r in SETPOINT_ROLES)
+    """The setpoints a vector has, short names; roles the site does not control are left out."""
+    return " ".join(f"{_SHORT[r]}={_f(setpoints.get(r))}" for r in SETPOINT_ROLES if r in setpoints)
+
+
+def _distinct(rows: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """Runner-ups that differ as shown (to 0.01 C): a list of near-copies explains nothing."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        key = _vector(r.get("setpoints", {}))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 def explanation(decision: Decision) -> dict[str, Any]:
@@ -51,6 +64,8 @@ def explanation(decision: Decision) -> dict[str, Any]:
         "chosen": d.chosen,
         "hold": d.hold,
         "expected_saving_kw": d.expected_saving_kw,
+        "objective": d.objective,
+        "degraded_inputs": list(d.degraded_inputs),
         "model_version": d.model_version,
         "actuation": d.actuation,
     }
@@ -71,9 +86,14 @@ def render(decision: Decision) -> str:
         out.extend(f"  - {a}" for a in d.gate_adjustments)
     if d.hot_guard:
         out.append("hot guard active: rack inlet near the limit or unknown, only cooling-increasing moves allowed")
-    if d.runner_ups:
+    if d.objective:
+        out.append(f"objective: lowest predicted {'cooling + IT' if d.objective == 'facility' else 'cooling'} power")
+    if d.degraded_inputs:
+        out.append("ran without suspect inputs (masked for the model): " + ", ".join(d.degraded_inputs))
+    runner_ups = _distinct(d.runner_ups)
+    if runner_ups:
         out += ["", "runner-up candidates:", f"  {'setpoints [C]':<34} {'power kW':>9} {'inlet C':>8} {'inlet+hi':>8}"]
-        for r in d.runner_ups:
+        for r in runner_ups:
             out.append(f"  {_vector(r['setpoints']):<34} {_f(r.get('cooling_power_kw'), 1):>9} "
                        f"{_f(r.get('rack_inlet_max_c')):>8} {_f(r.get('rack_inlet_hi_c')):>8}")
     if d.what_if:

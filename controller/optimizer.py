@@ -24,11 +24,17 @@ from controller.candidates import (
     to_mapping,
 )
 from controller.config import Config
-from controller.selection import Selection, risk_adjusted_kw, select
-from db.roles import SETPOINT_ROLES
+from controller.selection import Objective, Selection, resolve_objective, risk_adjusted_kw, select
 from forecasting.protocol import Forecast, Forecaster
 
-_ARRAY_FIELDS = tuple(f.name for f in fields(Forecast) if f.name != "interval_level")
+#: Forecast fields that are not per-candidate arrays.
+_NOT_ARRAYS = frozenset({"interval_level", "masked_roles"})
+
+
+def _array_fields(forecast: Forecast) -> tuple[str, ...]:
+    """The per-candidate array fields this forecast has (optional targets may be None)."""
+    return tuple(f.name for f in fields(Forecast)
+                 if f.name not in _NOT_ARRAYS and getattr(forecast, f.name) is not None)
 
 
 class ModelError(Exception):
@@ -43,7 +49,7 @@ def score(forecaster: Forecaster, state: pd.DataFrame, candidates: FloatArray) -
         raise ModelError(f"model {getattr(forecaster, 'version', '?')} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(forecast, Forecast):
         raise ModelError(f"model returned {type(forecast).__name__}, not a Forecast")
-    for name in _ARRAY_FIELDS:
+    for name in _array_fields(forecast):
         arr = np.asarray(getattr(forecast, name))
         if arr.shape != (len(candidates),):
             raise ModelError(f"forecast field {name} has shape {arr.shape}, expected ({len(candidates)},)")
@@ -52,27 +58,28 @@ def score(forecaster: Forecaster, state: pd.DataFrame, candidates: FloatArray) -
 
 def concat_forecasts(parts: list[Forecast]) -> Forecast:
     """Stack forecasts of consecutive candidate batches."""
-    arrays = {name: np.concatenate([np.asarray(getattr(p, name), dtype=np.float64) for p in parts])
-              for name in _ARRAY_FIELDS}
-    return Forecast(**arrays, interval_level=parts[0].interval_level)
+    arrays: dict[str, Any] = {name: np.concatenate([np.asarray(getattr(p, name), dtype=np.float64) for p in parts])
+                              for name in _array_fields(parts[0])}
+    return replace(parts[0], **arrays)
 
 
 def take(forecast: Forecast, index: int) -> dict[str, float]:
     """One candidate's prediction as plain floats, keyed by Forecast field name."""
-    return {name: float(np.asarray(getattr(forecast, name))[index]) for name in _ARRAY_FIELDS}
+    return {name: float(np.asarray(getattr(forecast, name))[index]) for name in _array_fields(forecast)}
 
 
 @dataclass(frozen=True)
 class OptimisationResult:
-    candidates: FloatArray  # (N, 3) [C]; row 0 is the hold vector
+    candidates: FloatArray  # (N, K) [C] over the controlled setpoints; row 0 is the hold vector
     forecast: Forecast
     selection: Selection
+    objective: Objective = "cooling"
 
 
 def _edge_notes(chosen: FloatArray, box: Mapping[str, tuple[float, float]], envelope: SetpointEnvelope,
                 pins: Mapping[str, float]) -> tuple[str, ...]:
     notes = []
-    for i, role in enumerate(SETPOINT_ROLES):
+    for i, role in enumerate(envelope.setpoint_roles):
         lo, hi = box[role]
         b = envelope.bounds(role)
         if role in pins:
@@ -93,28 +100,34 @@ def optimise(
     box: Mapping[str, tuple[float, float]],
     config: Config,
     rng: np.random.Generator,
+    objective_setting: str = "cooling",
 ) -> OptimisationResult:
-    """Search the box around ``hold`` (row 0) and select; raises ModelError on a bad model."""
+    """Search the box around ``hold`` (row 0) and select; raises ModelError on a bad model.
+
+    ``objective_setting``: ``facility``, ``cooling`` or ``auto`` (see ``resolve_objective``).
+    """
     opt = config.optimizer
-    lo, hi = box_arrays(box)
+    roles = config.envelope().setpoint_roles
+    lo, hi = box_arrays(box, roles)
     approach = config.coupling.min_coil_approach_k
     pool = initial_candidates(hold, lo, hi, min_coil_approach_k=approach,
                               grid_points_per_role=opt.grid_points_per_role,
-                              random_candidates=opt.random_candidates, rng=rng)
+                              random_candidates=opt.random_candidates, rng=rng, roles=roles)
     batches = [pool]
     forecasts = [score(forecaster, state, pool)]
+    objective = resolve_objective(objective_setting, forecasts[0])
     per_round = opt.refine_candidates // max(opt.refine_iterations, 1)
     for _ in range(opt.refine_iterations):
         cands = np.vstack(batches)
         fc = concat_forecasts(forecasts)
-        sel = select(fc, 0, config.safety, config.thresholds, runner_ups=0)
+        sel = select(fc, 0, config.safety, config.thresholds, runner_ups=0, objective=objective)
         n_elite = max(5, int(opt.elite_fraction * len(cands)))
         if sel.sure.any():
             sure_idx = np.flatnonzero(sel.sure)
-            elites = cands[sure_idx[np.argsort(risk_adjusted_kw(fc, config.thresholds)[sure_idx])][:n_elite]]
+            elites = cands[sure_idx[np.argsort(risk_adjusted_kw(fc, config.thresholds, objective)[sure_idx])][:n_elite]]
         else:  # search toward safety: the coolest upper bounds
             elites = cands[np.argsort(np.nan_to_num(sel.rack_inlet_upper_c, nan=np.inf))[:n_elite]]
-        extra = refine_candidates(elites, lo, hi, min_coil_approach_k=approach, n=per_round, rng=rng)
+        extra = refine_candidates(elites, lo, hi, min_coil_approach_k=approach, n=per_round, rng=rng, roles=roles)
         if len(extra) == 0:
             break
         batches.append(extra)
@@ -123,11 +136,11 @@ def optimise(
     forecast = concat_forecasts(forecasts)
     if not np.all(np.isfinite([forecast.cooling_power_kw[0], forecast.rack_inlet_max_c[0]])):
         raise ModelError("model returned a non-finite prediction for holding the current setpoints")
-    selection = select(forecast, 0, config.safety, config.thresholds, runner_ups=opt.runner_ups)
+    selection = select(forecast, 0, config.safety, config.thresholds, runner_ups=opt.runner_ups, objective=objective)
     if selection.index is not None and selection.outcome == "optimised":
         notes = _edge_notes(candidates[selection.index], box, config.envelope(), config.pins())
         selection = replace(selection, binding=selection.binding + notes)
-    return OptimisationResult(candidates=candidates, forecast=forecast, selection=selection)
+    return OptimisationResult(candidates=candidates, forecast=forecast, selection=selection, objective=objective)
 
 
 def what_if_rows(
@@ -139,9 +152,10 @@ def what_if_rows(
     One step is the role's rate limit; moved values stay inside the bounds. Each row
     holds "role" (None for center and hold), "step_k", "setpoints" and the prediction.
     """
-    lo = np.array([envelope.bounds(r).min_c for r in SETPOINT_ROLES])
-    hi = np.array([envelope.bounds(r).max_c for r in SETPOINT_ROLES])
-    steps = np.array([envelope.bounds(r).max_step_k for r in SETPOINT_ROLES])
+    roles = envelope.setpoint_roles
+    lo = np.array([envelope.bounds(r).min_c for r in roles])
+    hi = np.array([envelope.bounds(r).max_c for r in roles])
+    steps = np.array([envelope.bounds(r).max_step_k for r in roles])
     rows, labels = neighbours(center, steps, lo, hi)
     if not moves:
         rows, labels = rows[:0], []
@@ -150,9 +164,9 @@ def what_if_rows(
     out: list[dict[str, Any]] = []
     for i, (role_index, step) in enumerate([(None, 0.0), (None, 0.0), *labels]):
         out.append({
-            "role": None if role_index is None else SETPOINT_ROLES[role_index],
+            "role": None if role_index is None else roles[role_index],
             "step_k": step,
-            "setpoints": to_mapping(batch[i]),
+            "setpoints": to_mapping(batch[i], roles),
             **take(fc, i),
             "interval_level": float(fc.interval_level),
         })

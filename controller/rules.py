@@ -7,7 +7,12 @@ near the top of the recommended band with a margin. Pure functions of one readin
 snapshot; they never raise on bad data: a missing or non-finite input falls back to
 the conservative (more cooling) value of the rule that needed it, because the fallback
 runs exactly when data is bad. Results are clamped into the envelope's bounds and
-coil coupling; rate limits are the caller's safety layer's job.
+coil coupling; rate limits are the caller's safety layer's job. Only the setpoints the
+site controls (the envelope's roles) are returned.
+
+The tuned chilled-water load reset needs the hall's design IT load: the operator's
+``rules.design_it_kw``, else a high percentile of the site's IT-power history (the
+caller passes it); never a constant sized for some other hall.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from controller.bounds import SetpointEnvelope
-from db.roles import SETPOINT_ROLES
 
 Preset = Literal["legacy", "tuned"]
 PRESETS: tuple[Preset, ...] = ("legacy", "tuned")
@@ -44,7 +48,7 @@ class TunedRules:
     hot_rack_trim_gain: float = 1.0  # supply-air reduction per K of hot-rack excess [K/K]
     # Chilled water, load reset: warm water at light load, colder as load rises
     # (coils need a larger approach to carry more heat).
-    design_it_kw: float = 1000.0  # rated IT load of the hall [kW]
+    design_it_kw: float | None = None  # rated IT load of the hall [kW]; None: unknown, mid-band water
     chw_light_load_c: float = 12.5  # chilled water at or below light load [C]
     chw_full_load_c: float = 10.0  # chilled water at or above full load [C]
     light_load_fraction: float = 0.5
@@ -91,7 +95,9 @@ def tuned_setpoints(readings: Mapping[str, float], rules: TunedRules | None = No
     if it_kw is None:
         chw = r.fallback_chw_c
     else:
-        load = it_kw / r.design_it_kw
+        # unknown design load: assume the mid-point of the reset band, not either end
+        load = (it_kw / r.design_it_kw if r.design_it_kw and r.design_it_kw > 0
+                else 0.5 * (r.light_load_fraction + r.full_load_fraction))
         chw = _interp(load, r.light_load_fraction, r.full_load_fraction, r.chw_light_load_c, r.chw_full_load_c)
         wetbulb = _finite(readings, "outdoor_wetbulb_c")
         if wetbulb is not None and wetbulb < r.econ_season_wetbulb_c:
@@ -109,9 +115,11 @@ def clamp_to_envelope(setpoints: Mapping[str, float], envelope: SetpointEnvelope
     of more cooling; if chilled water is already at its lower bound, supply air rises.
     """
     out = {}
-    for role in SETPOINT_ROLES:
+    for role in envelope.setpoint_roles:
         b = envelope.bounds(role)
         out[role] = min(max(setpoints[role], b.min_c), b.max_c)
+    if not envelope.coupled:
+        return out
     deficit = envelope.min_coil_approach_k - (out["supply_air_sp_c"] - out["chw_supply_sp_c"])
     if deficit > 0:
         chw_b, sa_b = envelope.bounds("chw_supply_sp_c"), envelope.bounds("supply_air_sp_c")

@@ -12,7 +12,9 @@ constraint stopped the optimiser from going further (for ``coolpilot explain``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +27,34 @@ BoolArray = npt.NDArray[np.bool_]
 
 #: Rejection reasons in the order they are reported.
 REASONS: tuple[str, ...] = ("non_finite", "rack_inlet", "inlet_uncertainty", "power_uncertainty", "ood", "saving")
+
+#: What the search minimises: predicted cooling + IT power, or cooling power alone.
+Objective = Literal["facility", "cooling"]
+
+
+def resolve_objective(setting: str, forecast: Forecast | None) -> Objective:
+    """``auto`` is ``facility`` where the model forecasts IT power, else ``cooling``."""
+    if setting == "cooling":
+        return "cooling"
+    has_it = forecast is not None and forecast.it_power_kw is not None
+    if setting == "facility" and not has_it:
+        return "cooling"  # no IT forecast: the IT term is unknown, not zero; the decision says so
+    return "facility" if has_it else "cooling"
+
+
+def objective_kw(forecast: Forecast, objective: Objective) -> tuple[FloatArray, FloatArray]:
+    """Predicted power [kW] the candidates are ranked by, and its std [kW].
+
+    Facility: cooling + IT, stds combined as independent. Other loads (lighting, UPS
+    losses) do not depend on the setpoints and cancel in every comparison.
+    """
+    cool = np.asarray(forecast.cooling_power_kw, dtype=np.float64)
+    cool_std = np.asarray(forecast.cooling_power_std_kw, dtype=np.float64)
+    if objective == "facility" and forecast.it_power_kw is not None and forecast.it_power_std_kw is not None:
+        it = np.asarray(forecast.it_power_kw, dtype=np.float64)
+        it_std = np.asarray(forecast.it_power_std_kw, dtype=np.float64)
+        return cool + it, np.sqrt(cool_std ** 2 + it_std ** 2)
+    return cool, cool_std
 
 
 @dataclass(frozen=True)
@@ -43,52 +73,64 @@ class Selection:
 
 
 def _describe(reason: str, safety: SafetySettings, thresholds: ThresholdSettings) -> str:
+    floor = thresholds.max_power_std_floor_kw
     return {
         "non_finite": "the model returned a non-finite prediction",
         "rack_inlet": f"predicted rack inlet + {safety.k_sigma} sigma reaches the {safety.rack_inlet_limit_c} C limit",
         "inlet_uncertainty": f"rack-inlet std above {thresholds.max_rack_inlet_std_k} K",
-        "power_uncertainty": f"cooling-power std above {thresholds.max_cooling_power_std_frac:.0%} of the prediction",
+        "power_uncertainty": (f"cooling-power std above {thresholds.max_cooling_power_std_frac:.0%} of the "
+                              f"prediction and above {floor:g} kW"),
         "ood": f"out-of-distribution score above {thresholds.max_ood_score}",
         "saving": f"saves less than {thresholds.min_saving_pct}% and {thresholds.min_saving_kw} kW over holding",
     }[reason]
 
 
-def risk_adjusted_kw(forecast: Forecast, thresholds: ThresholdSettings) -> FloatArray:
-    """Cooling power the candidates are ranked by [kW]: mean + ``power_risk_k`` * std.
+def risk_adjusted_kw(forecast: Forecast, thresholds: ThresholdSettings,
+                     objective: Objective = "cooling") -> FloatArray:
+    """Power the candidates are ranked by [kW]: the objective's mean + ``power_risk_k`` * std.
 
     Why: out of thousands of candidates the cheapest-looking one tends to be one whose
     power the model underestimates (the optimiser's curse); charging each candidate for
     its uncertainty prefers well-known ones. Off by default (k = 0): in the Leesburg
     July ablation (``docs/results.md``) k = 1 held more and saved less.
     """
+    mean, std = objective_kw(forecast, objective)
     k = thresholds.power_risk_k
-    if k == 0.0:
-        return np.asarray(forecast.cooling_power_kw, dtype=np.float64)
-    return np.asarray(forecast.cooling_power_kw + k * forecast.cooling_power_std_kw, dtype=np.float64)
+    return mean if k == 0.0 else np.asarray(mean + k * std, dtype=np.float64)
 
 
 def failure_masks(
-    forecast: Forecast, hold_index: int, safety: SafetySettings, thresholds: ThresholdSettings
+    forecast: Forecast, hold_index: int, safety: SafetySettings, thresholds: ThresholdSettings,
+    objective: Objective = "cooling",
 ) -> dict[str, BoolArray]:
-    """Per reason, the candidates that fail it (a candidate may fail several)."""
-    power = forecast.cooling_power_kw
-    cost = risk_adjusted_kw(forecast, thresholds)
+    """Per reason, the candidates that fail it (a candidate may fail several).
+
+    The saving is judged on the objective's power; the cooling-power uncertainty against
+    the larger of a share of predicted cooling power and an absolute floor.
+    """
+    power, _ = objective_kw(forecast, objective)
+    cooling = np.asarray(forecast.cooling_power_kw, dtype=np.float64)
+    # the IT forecast's spread is mostly the state's (common to every candidate, it cancels
+    # in the comparison): the uncertainty gate judges the cooling forecast's spread
+    power_std = np.asarray(forecast.cooling_power_std_kw, dtype=np.float64)
+    cost = risk_adjusted_kw(forecast, thresholds, objective)
     finite = np.ones(len(power), dtype=bool)
-    for arr in (power, forecast.cooling_power_std_kw, forecast.rack_inlet_max_c, forecast.rack_inlet_std_c,
-                forecast.ood_score):
+    for arr in (power, power_std, forecast.rack_inlet_max_c, forecast.rack_inlet_std_c, forecast.ood_score):
         finite &= np.isfinite(arr)
     with np.errstate(invalid="ignore"):
         upper = forecast.rack_inlet_max_c + safety.k_sigma * forecast.rack_inlet_std_c
         hold_power = float(power[hold_index])
         saving = hold_power - cost  # a move must beat holding with confidence, not on its mean alone
-        need = max(thresholds.min_saving_kw, thresholds.min_saving_pct / 100.0 * abs(hold_power))
+        # the relative threshold is a share of the cooling power (what the saving is reported against)
+        hold_cooling = float(cooling[hold_index]) if math.isfinite(float(cooling[hold_index])) else hold_power
+        need = max(thresholds.min_saving_kw, thresholds.min_saving_pct / 100.0 * abs(hold_cooling))
+        power_limit = np.maximum(thresholds.max_cooling_power_std_frac * np.abs(cooling),
+                                 thresholds.max_power_std_floor_kw)
         return {
             "non_finite": ~finite,
             "rack_inlet": finite & ~(upper < safety.rack_inlet_limit_c),
             "inlet_uncertainty": finite & ~(forecast.rack_inlet_std_c <= thresholds.max_rack_inlet_std_k),
-            "power_uncertainty": finite & ~(
-                forecast.cooling_power_std_kw <= thresholds.max_cooling_power_std_frac * np.abs(power)
-            ),
+            "power_uncertainty": finite & ~(power_std <= power_limit),
             "ood": finite & ~(forecast.ood_score <= thresholds.max_ood_score),
             "saving": finite & ~(saving >= need) if np.isfinite(hold_power) else np.ones(len(power), dtype=bool),
         }
@@ -102,6 +144,7 @@ def select(
     *,
     edge_notes: tuple[str, ...] = (),
     runner_ups: int = 5,
+    objective: Objective = "cooling",
 ) -> Selection:
     """Pick the cheapest sure and worthwhile candidate; else hold if holding is sure; else none.
 
@@ -112,7 +155,7 @@ def select(
     ``edge_notes``: bound or rate-limit notes for the chosen vector, computed by the
     caller (which knows the box), appended to ``binding``.
     """
-    masks = failure_masks(forecast, hold_index, safety, thresholds)
+    masks = failure_masks(forecast, hold_index, safety, thresholds, objective)
     unsure = np.zeros(len(forecast.cooling_power_kw), dtype=bool)
     for reason in REASONS[:-1]:
         unsure |= masks[reason]
@@ -124,7 +167,7 @@ def select(
     rejected = {r: int((first_fail == r).sum()) for r in REASONS if (first_fail == r).any()}
     with np.errstate(invalid="ignore", over="ignore"):
         upper = forecast.rack_inlet_max_c + safety.k_sigma * forecast.rack_inlet_std_c
-    power = risk_adjusted_kw(forecast, thresholds)
+    power = risk_adjusted_kw(forecast, thresholds, objective)
     power = np.where(np.isfinite(power), power, np.inf)
     if good.any():
         order = np.flatnonzero(good)[np.argsort(power[good], kind="stable")]
@@ -137,7 +180,7 @@ def select(
         ]
         return Selection(
             index=best, outcome="optimised",
-            reason=f"lowest predicted cooling power of {int(good.sum())} sure candidates that save energy",
+            reason=f"lowest predicted {objective} power of {int(good.sum())} sure candidates that save energy",
             rejected=rejected, binding=tuple(binding) + edge_notes,
             runner_ups=tuple(int(i) for i in order[1:1 + runner_ups]), sure=sure, rack_inlet_upper_c=upper,
         )

@@ -8,6 +8,8 @@ class `coolpilot run` uses) drives the simulated plant, one 5-minute cycle per
 second by default, serving its Prometheus metrics, while a twin plant with the same
 weather, load, seed and state runs the tuned rules in lockstep. The difference in
 cooling energy between the two is the saving; the live view shows it as it grows.
+The daemon's parts are wired by `coolpilot.wiring.build_parts`, as for ``coolpilot run``;
+only the clock (the plant's) and the trigger (paced) differ.
 
 Defaults are sized for a laptop: 28 days of history and the default ensemble (5
 members of 64x64) train in well under a minute on two cores. Fewer days train faster
@@ -29,10 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from controller.service.daemon import CycleReport, Daemon, DaemonParts, PacedTrigger
+from controller.decision import OUTCOMES
+from controller.service.daemon import CycleReport, Daemon
+from controller.service.triggers import PacedTrigger
 from coolpilot.cli_common import CliError
-from coolpilot.harness.sim_bridge import EnergyMeter, PlantActuator, PlantBridge, RulesTwin
+from coolpilot.harness.sim_bridge import EnergyMeter, RulesTwin
 from coolpilot.live_view import LiveStatus, LiveView
+from coolpilot.wiring import build_parts, plant_clock
 from db.roles import SETPOINT_ROLES
 
 log = logging.getLogger(__name__)
@@ -40,8 +45,6 @@ log = logging.getLogger(__name__)
 DEFAULT_WORKDIR = "coolpilot-demo"
 DEFAULT_SITE = "demo"
 RECORDS_PER_DAY = 288
-#: Every outcome the live view counts, in display order.
-OUTCOMES = ("optimised", "hold", "fallback", "manual")
 
 
 @dataclass(frozen=True)
@@ -175,35 +178,44 @@ def _serve_metrics(registry: Any, host: str, port: int, say: Callable[[str], Non
 def run_demo(opts: DemoOptions, *, say: Callable[[str], None], view_stream: TextIO = sys.stderr,
              tty: bool | None = None) -> dict[str, Any]:
     """Set up, run the daemon closed loop until ``steps`` or Ctrl-C, and return the summary."""
-    from prometheus_client import CollectorRegistry
-
-    from controller.service.actuators import DbActuator
     from controller.service.config_watch import ConfigHolder
-    from controller.service.metrics import CoolpilotMetrics
-    from controller.service.recorder import DecisionRecorder
-    from controller.service.retraining import ChampionProvider, Retrainer
-    from coolpilot.harness.history import generate_history, rules_decide
-    from db.engine import DatabaseError, make_engine, redact_url
-    from db.historian import InternalSource
-    from db.ingest import write_wide
-    from db.migrate import upgrade
-    from db.query import latest_timestamp
-    from forecasting.train import TrainConfig
-    from simulator.plant_sim import make_plant
+    from db.engine import redact_url
 
     t_setup = time.perf_counter()
-    workdir = opts.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    url = opts.db_url or _fresh_sqlite(workdir)
+    opts.workdir.mkdir(parents=True, exist_ok=True)
+    url = opts.db_url or _fresh_sqlite(opts.workdir)
+    engine = _empty_site(url, opts.site)
+    say(f"[1/4] database {redact_url(url)} ready")
+    plant = _plant_with_history(engine, opts, say)
+    twin = copy.deepcopy(plant)  # same weather, load, seed and state: only the controller differs
+    holder = ConfigHolder(_write_config(opts.workdir, opts))
+    trainer, first_model = _first_model(engine, opts, say)
+    run = _closed_loop(opts, engine, holder, plant, twin, trainer, say, LiveView(view_stream, tty=tty), t_setup)
+    return _summary(run, opts, holder.config.mode, first_model, redact_url(url))
+
+
+def _empty_site(url: str, site: str) -> Any:
+    """An engine on a migrated database in which ``site`` holds no readings yet."""
+    from db.engine import DatabaseError, make_engine, redact_url
+    from db.migrate import upgrade
+    from db.query import latest_timestamp
+
     try:
         engine = make_engine(url)
         upgrade(engine)
-        if latest_timestamp(engine, opts.site) is not None:
-            raise CliError(f"site {opts.site!r} in {redact_url(url)} already holds readings: use a fresh database "
+        if latest_timestamp(engine, site) is not None:
+            raise CliError(f"site {site!r} in {redact_url(url)} already holds readings: use a fresh database "
                            "(leave out --db) or another --site")
     except DatabaseError as exc:
         raise CliError(str(exc)) from None
-    say(f"[1/4] database {redact_url(url)} ready")
+    return engine
+
+
+def _plant_with_history(engine: Any, opts: DemoOptions, say: Callable[[str], None]) -> Any:
+    """The simulated plant, after the history it generated was stored as the site's readings."""
+    from coolpilot.harness.history import generate_history
+    from db.ingest import write_wide
+    from simulator.plant_sim import make_plant
 
     try:
         plant = make_plant(opts.climate, opts.workload, seed=opts.seed)
@@ -216,19 +228,19 @@ def run_demo(opts: DemoOptions, *, say: Callable[[str], None], view_stream: Text
     write_wide(engine, history, site=opts.site)
     say(f"      {len(history)} five-minute records ({history.index[0]:%Y-%m-%d} .. {history.index[-1]:%Y-%m-%d}) "
         f"simulated and stored in {time.perf_counter() - t0:.1f} s")
-    twin = copy.deepcopy(plant)  # same weather, load, seed and state: only the controller differs
+    return plant
 
-    config_path = _write_config(workdir, opts)
-    holder = ConfigHolder(config_path)
-    config = holder.config
-    models_dir = workdir / "models"
+
+def _first_model(engine: Any, opts: DemoOptions, say: Callable[[str], None]) -> tuple[Any, str | None]:
+    """Train and register the first champion; returns the retrainer the daemon keeps using, and its version."""
+    from controller.service.retraining import Retrainer
+    from forecasting.train import TrainConfig
+
     train_config = TrainConfig(baselines=False, seed=opts.seed)
     if opts.max_epochs:
         train_config = dataclasses.replace(train_config, max_epochs=opts.max_epochs)
-    epochs_seen: list[int] = []
 
     def on_epoch(report: Any) -> None:
-        epochs_seen.append(report.epoch)
         if report.epoch == 1 or report.epoch % 10 == 0:
             say(f"      epoch {report.epoch}/{report.max_epochs}: validation NLL {report.val_loss:+.3f} "
                 f"({report.elapsed_s:.0f} s)")
@@ -236,7 +248,7 @@ def run_demo(opts: DemoOptions, *, say: Callable[[str], None], view_stream: Text
     say(f"[3/4] training the forecasting ensemble ({train_config.members} members, "
         f"{'x'.join(str(h) for h in train_config.hidden)}, up to {train_config.max_epochs} epochs) ...")
     # retraining keeps a sliding window as long as the first history (older data falls out)
-    trainer = Retrainer(engine, opts.site, models_dir, history_days=math.ceil(opts.days),
+    trainer = Retrainer(engine, opts.site, opts.workdir / "models", history_days=math.ceil(opts.days),
                         train_config=train_config, device="cpu", on_epoch=on_epoch)
     first = trainer()
     if not first.ok:
@@ -244,51 +256,60 @@ def run_demo(opts: DemoOptions, *, say: Callable[[str], None], view_stream: Text
     say(f"      model {first.version} trained in {first.duration_s:.0f} s: cooling power MAE "
         f"{first.cooling_power_mae_kw:.1f} kW, rack inlet MAE {first.rack_inlet_mae_c:.2f} K (test window)")
     trainer.on_epoch = None
+    return trainer, first.version
 
+
+@dataclass(frozen=True)
+class _Run:
+    stats: DemoStats
+    daemon: Daemon
+    metrics_url: str
+    setup_s: float
+    run_s: float
+
+
+def _closed_loop(opts: DemoOptions, engine: Any, holder: Any, plant: Any, twin: Any, trainer: Any,
+                 say: Callable[[str], None], view: LiveView, t_setup: float) -> _Run:
+    """Serve metrics and run the daemon (`coolpilot.wiring.build_parts`, paced, on the plant's clock)."""
+    from prometheus_client import CollectorRegistry
+
+    from coolpilot.harness.history import rules_decide
+
+    config = holder.config
     registry = CollectorRegistry()
-    metrics = CoolpilotMetrics(registry, cycle_period_s=plant.record_interval_s)
     server = _serve_metrics(registry, opts.metrics_host, opts.metrics_port, say)
-    env = config.envelope()
-    twin_hook = RulesTwin(twin, rules_decide("tuned", env))
+    twin_hook = RulesTwin(twin, rules_decide("tuned", config.envelope()))
     stats = DemoStats(plant, twin_hook, config.safety.rack_inlet_limit_c)
-    provider = ChampionProvider(engine, opts.site)
-    view = LiveView(view_stream, tty=tty)
 
-    def show(report: CycleReport) -> None:
+    def show(report: CycleReport) -> None:  # called by the daemon below, once it runs
         stats.on_cycle(report)
-        info = provider.info
+        info = getattr(daemon.parts.forecaster, "info", None)  # the champion provider's model
         view.show(stats.status(opts.steps, holder.config.mode, info.version if info else None, server.url))
 
-    actuator = PlantActuator(plant, DbActuator(engine, opts.site, retries=0))
-    parts = DaemonParts(
-        holder=holder, source=InternalSource(engine, opts.site), forecaster=provider, actuator=actuator,
-        recorder=DecisionRecorder(engine, opts.site), metrics=metrics, clock=lambda: plant.now,
-        retrain=trainer, hooks=(stats, PlantBridge(plant, engine, opts.site), twin_hook), on_cycle=(show,),
-    )
     retrain_every = round(opts.retrain_every_days * RECORDS_PER_DAY) or None
     trigger = PacedTrigger(cycles_per_s=opts.speed, period_s=plant.record_interval_s, max_cycles=opts.steps,
                            retrain_every_cycles=retrain_every)
-    daemon = Daemon(parts, trigger)
     setup_s = time.perf_counter() - t_setup
     speed = "as fast as possible" if opts.speed <= 0 else f"{opts.speed:g} cycles (5 plant minutes each) per second"
     say(f"[4/4] set-up took {setup_s:.0f} s. The daemon now drives the plant, {speed}; a twin plant runs the tuned "
         f"rules beside it. Metrics: {server.url}. "
         + (f"{opts.steps} cycles." if opts.steps else "Ctrl-C stops it with a summary."))
-    say(f"      edit {config_path} (e.g. mode = \"rules\") to reload the config live")
+    say(f"      edit {holder.path} (e.g. mode = \"rules\") to reload the config live")
     t_run = time.perf_counter()
     try:
-        daemon.run()
+        with build_parts(holder, engine=engine, registry=registry, clock=plant_clock(plant), retrain=trainer,
+                         plant=plant, hooks=(stats, twin_hook), on_cycle=(show,)) as parts:
+            daemon = Daemon(parts, trigger)
+            daemon.run()
     finally:
         view.release()
         server.shutdown()
         engine.dispose()
-    run_s = time.perf_counter() - t_run
-    return _summary(stats, daemon, opts, holder.config.mode, first.version, redact_url(url), server.url,
-                    setup_s, run_s)
+    return _Run(stats, daemon, server.url, setup_s, time.perf_counter() - t_run)
 
 
-def _summary(stats: DemoStats, daemon: Daemon, opts: DemoOptions, mode: str, first_model: str | None,
-             db_url: str, metrics_url: str, setup_s: float, run_s: float) -> dict[str, Any]:
+def _summary(run: _Run, opts: DemoOptions, mode: str, first_model: str | None, db_url: str) -> dict[str, Any]:
+    stats, daemon = run.stats, run.daemon
     ours, rules = stats.energy()
     saved = rules["cooling_kwh"] - ours["cooling_kwh"]
     return {
@@ -306,15 +327,15 @@ def _summary(stats: DemoStats, daemon: Daemon, opts: DemoOptions, mode: str, fir
         "rack_inlet_max_c": {"coolpilot": stats.rack_max_c, "rules": stats.rules_rack_max_c},
         "rack_inlet_limit_c": stats.limit_c,
         "records_above_limit": {"coolpilot": stats.records_above_limit, "rules": stats.rules_records_above_limit},
-        "final_setpoints_c": {r: stats.plant.setpoints()[r] for r in SETPOINT_ROLES},
+        "final_setpoints_c": {r: v for r, v in stats.plant.setpoints().items() if r in SETPOINT_ROLES},
         "model": {"initial": first_model, "trainings_in_run": len(daemon.trainings),
                   "promoted_in_run": sum(1 for t in daemon.trainings if t.promoted)},
         "job_overruns": dict(daemon.monitor.overruns),
-        "setup_seconds": setup_s,
-        "run_seconds": run_s,
+        "setup_seconds": run.setup_s,
+        "run_seconds": run.run_s,
         "database": db_url,
         "site": opts.site,
-        "metrics_url": metrics_url,
+        "metrics_url": run.metrics_url,
     }
 
 

@@ -17,34 +17,75 @@ DEFAULT_OUT = "coolpilot-eval"
 def _command(args: argparse.Namespace) -> str:
     """The exact command that reproduces this run, every setting spelled out."""
     parts = ["coolpilot", "evaluate"]
-    for flag, value in (("--climate", args.climate), ("--workload", args.workload), ("--start", args.start),
-                        ("--days", args.days), ("--train-days", args.train_days), ("--seed", args.seed),
-                        ("--explore", args.explore), ("--plant", args.plant), ("--config", args.config),
-                        ("--max-epochs", args.max_epochs), ("--device", args.device), ("--out", args.out)):
+    for flag, value in (("--energyplus", args.energyplus), ("--point-map", args.point_map),
+                        ("--climate", args.climate), ("--weather", args.weather), ("--workload", args.workload),
+                        ("--start", args.start), ("--days", args.days), ("--train-days", args.train_days),
+                        ("--seed", args.seed), ("--explore", args.explore), ("--plant", args.plant),
+                        ("--config", args.config), ("--max-epochs", args.max_epochs), ("--device", args.device),
+                        ("--out", args.out)):
         if value is not None:
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return shlex.join(parts)
 
 
 def _human(summary: dict[str, Any]) -> str:
-    lines = [f"{'controller':<12} {'cooling kWh':>12} {'PUE':>6} {'vs legacy %':>11} {'vs tuned %':>10} "
-             f"{'min >limit':>10} {'max inlet C':>11} {'fallback %':>10}"]
+    best = summary.get("best_baseline") or "-"
+    lines = [f"{'controller':<13} {'facility kWh':>12} {'cooling kWh':>11} {'IT kWh':>9} {'PUE':>6} "
+             f"{'net vs best %':>13} {'net vs tuned %':>14} {'min >limit':>10} {'max inlet C':>11} "
+             f"{'fallback %':>10}"]
     for name, c in summary["controllers"].items():
         def pct(key: str, c: dict[str, Any] = c) -> str:
             v = c.get(key)
             return "-" if v is None or v != v else f"{v:.1f}"
 
-        lines.append(f"{name:<12} {c['cooling_kwh']:>12.0f} {c['pue']:>6.3f} {pct('savings_vs_legacy_pct'):>11} "
-                     f"{pct('savings_vs_tuned_pct'):>10} {c['minutes_above_limit']:>10.0f} "
-                     f"{c['rack_inlet_max_c']:>11.2f} {pct('fallback_share_pct'):>10}")
+        lines.append(f"{name:<13} {c['facility_kwh']:>12.0f} {c['cooling_kwh']:>11.0f} {c['it_kwh']:>9.0f} "
+                     f"{c['pue']:>6.3f} {pct('net_saving_vs_best_pct'):>13} {pct('net_saving_vs_tuned_pct'):>14} "
+                     f"{c['minutes_above_limit']:>10.0f} {c['rack_inlet_max_c']:>11.2f} "
+                     f"{pct('fallback_share_pct'):>10}")
+    lines.append(f"best baseline (lowest facility energy): {best}; net saving = (baseline facility - facility) "
+                 "/ baseline cooling")
     for t in summary["targets"]:
         if t["value"] is None or t["value"] != t["value"]:
             lines.append(f"target {t['name']}: not measured")
             continue
         verdict = "met" if t["met"] else f"MISSED by {t['shortfall']:.2f} {t['unit']}"
         lines.append(f"target {t['name']}: {t['value']:.2f} {t['unit']} ({verdict})")
+    for name, why in summary.get("skipped", {}).items():
+        lines.append(f"not run: {name} ({why})")
     lines.append(f"report: {summary['out_dir']}/{summary['files']['report']}")
     return "\n".join(lines)
+
+
+def plant_choice(args: argparse.Namespace) -> tuple[str | None, str | None, str | None]:
+    """(EnergyPlus model, point map, climate) from --energyplus / --point-map / --plant / --climate /
+    --weather, refusing contradictory flags with one line (shared by evaluate and simulate)."""
+    energyplus = getattr(args, "energyplus", None)
+    point_map = getattr(args, "point_map", None)
+    if (energyplus is not None or point_map is not None) and args.plant is not None:
+        raise CliError("--energyplus / --point-map and --plant exclude each other: pick one plant")
+    if energyplus is not None and point_map is None and energyplus not in SHIPPED_ENERGYPLUS \
+            and not energyplus.lower().endswith((".epjson", ".idf")):
+        raise CliError(f"--energyplus {energyplus!r}: not a shipped model ({', '.join(SHIPPED_ENERGYPLUS)}) "
+                       "nor an .epJSON / .idf file")
+    if energyplus is not None and energyplus not in SHIPPED_ENERGYPLUS:
+        if not Path(energyplus).is_file():
+            raise CliError(f"--energyplus {energyplus}: no such file")
+        if point_map is None:
+            raise CliError(f"--energyplus {energyplus}: your own model needs --point-map (see docs/energyplus.md)")
+    if point_map is not None and not Path(point_map).is_file():
+        raise CliError(f"--point-map {point_map}: no such file")
+    weather = getattr(args, "weather", None)
+    if weather is not None:
+        if args.climate is not None:
+            raise CliError("--weather and --climate exclude each other: give a shipped climate or an EPW file")
+        if not weather.lower().endswith((".epw", ".epw.gz")):
+            raise CliError(f"--weather {weather!r}: expected an .epw or .epw.gz file")
+        if not Path(weather).is_file():
+            raise CliError(f"--weather {weather}: no such file")
+    return energyplus, point_map, weather if weather is not None else args.climate
+
+
+SHIPPED_ENERGYPLUS = ("2zone", "crac")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -54,6 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if not getattr(args, "verbose", False):
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    energyplus, point_map, climate = plant_choice(args)
     config = None
     if args.config is not None:
         try:
@@ -70,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         opts = EvaluationOptions(
-            climate=args.climate, workload=args.workload,
+            climate=climate, workload=args.workload, energyplus=energyplus, point_map=point_map,
             start=parse_start(args.start) if args.start else DEFAULT_START, days=args.days,
             train_days=args.train_days, seed=args.seed, plant=args.plant or DEFAULT_PLANT,
             explore_share=args.explore, config=config, train_config=train_config, device=args.device,
@@ -91,12 +133,19 @@ def register(subparsers: Any) -> None:
         description=(
             "Simulate training history (tuned rules with safe exploration), train the ensemble, then run the "
             "same evaluation window with identical weather, load and sensor noise under the legacy rules, the "
-            "tuned rules, CoolPilot in auto mode and the oracle. Writes report.md, plots and evaluation.json "
-            "to --out."
+            "tuned rules, CoolPilot in auto mode and the oracle (digital twin) or the model's own controls "
+            "(EnergyPlus). Judged on facility energy first. Writes report.md, plots and evaluation.json to --out."
         ),
     )
-    p.add_argument("--climate", default=None, metavar="EPW",
-                   help="EPW file or shipped climate (leesburg, dallas, chicago, san_jose); default leesburg")
+    p.add_argument("--energyplus", default=None, metavar="MODEL",
+                   help="run on an EnergyPlus model: a shipped one (2zone, crac) or your .epJSON (with --point-map); "
+                        "excludes --plant")
+    p.add_argument("--point-map", default=None, metavar="TOML",
+                   help="point map for your own EnergyPlus model (its [map] model names the .epJSON)")
+    p.add_argument("--climate", default=None, metavar="NAME",
+                   help="shipped climate (leesburg, dallas, chicago, san_jose) or an EPW file; default leesburg")
+    p.add_argument("--weather", default=None, metavar="EPW",
+                   help="an .epw / .epw.gz weather file (instead of --climate)")
     p.add_argument("--workload", default=None, metavar="CSV", help="utilisation CSV; default Alibaba 2017")
     p.add_argument("--start", default=None, metavar="DATE",
                    help=f"first day of the evaluation window, UTC (default {DEFAULT_START:%Y-%m-%d})")

@@ -1,19 +1,20 @@
 """``coolpilot run`` (the daemon) and ``coolpilot demo``: wiring only.
 
-``run`` loads the config, opens the database, resumes from the last applied
-setpoints, starts the metrics listener and hands everything to
-`controller.service.daemon.Daemon`. With ``--plant module:factory`` it closes the loop around
-a simulated plant in accelerated time (the lifecycle tests and the soak use this);
-the daemon is the same.
+``run`` loads the config, opens the database, starts the metrics listener, builds the
+daemon's parts with `coolpilot.wiring.build_parts` (the demo and the soak use the same
+wiring) and hands them to `controller.service.daemon.Daemon` on a wall-clock trigger.
+With ``--plant module:factory`` it closes the loop around a simulated plant in
+accelerated time (the lifecycle tests use this): the plant's clock and a paced
+trigger, nothing else changes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,23 +84,26 @@ def _models_dir(value: str | None) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry
-
-    from controller.config import ConfigError
-    from controller.service.actuators import make_actuator
-    from controller.service.config_watch import ConfigHolder
-    from controller.service.daemon import Daemon, DaemonParts, PacedTrigger, WallClockTrigger
-    from controller.service.metrics import CoolpilotMetrics, serve
-    from controller.service.recorder import DecisionRecorder
-    from controller.service.retraining import ChampionProvider, Retrainer
-    from controller.service.sdnotify import SystemdNotifier, watchdog_interval_s
-    from db.engine import DatabaseError, make_engine, redact_url, resolve_url
-    from db.historian import HistorianConfigError, historian_from_config
-    from db.migrate import require_schema
-    from db.records import last_applied_setpoints
+    from controller.service.daemon import Daemon
 
     if not getattr(args, "verbose", False):  # "Running job ..." twice per cycle is noise, not news
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    holder = _load_config(args)
+    engine = _open_database(args, holder.config)
+    stack = contextlib.ExitStack()  # closed in reverse: actuator, metrics listener, then the engine
+    stack.callback(engine.dispose)
+    try:
+        plant = None if args.plant is None else _simulated_plant(args, engine, holder.config.site_id)
+        parts, trigger = _wire(args, holder, engine, plant, stack)
+        return Daemon(parts, trigger).run()
+    finally:
+        stack.close()
+
+
+def _load_config(args: argparse.Namespace) -> Any:
+    from controller.config import ConfigError
+    from controller.service.config_watch import ConfigHolder
+
     path = args.config or os.environ.get(CONFIG_ENV)
     if not path:
         raise CliError(f"--config FILE is required (or set ${CONFIG_ENV}); start from "
@@ -110,69 +114,70 @@ def cmd_run(args: argparse.Namespace) -> int:
         holder = ConfigHolder(path)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    config = holder.config
-    site = config.site_id
+    if args.plant is not None and holder.config.historian is not None:
+        raise CliError("--plant writes the simulated plant's readings to CoolPilot's own tables: "
+                       "remove the [historian] section for a closed-loop run")
+    return holder
+
+
+def _open_database(args: argparse.Namespace, config: Any) -> Any:
+    from db.engine import DatabaseError, make_engine, redact_url, resolve_url
+    from db.migrate import require_schema
+
     url = resolve_url(args.db or config.database.url)
     try:
         engine = make_engine(url)
+    except DatabaseError as exc:
+        raise CliError(str(exc)) from None
+    try:
         require_schema(engine)
-        last_applied = last_applied_setpoints(engine, site)
-        section = None if config.historian is None else config.historian.section()
-        source = historian_from_config(section, engine, site, base_dir=Path(path).resolve().parent)
+    except DatabaseError as exc:
+        engine.dispose()
+        raise CliError(str(exc)) from None
+    log.info("database %s, site %s", redact_url(url), config.site_id)
+    return engine
+
+
+def _wire(args: argparse.Namespace, holder: Any, engine: Any, plant: Any,
+          stack: contextlib.ExitStack[Any]) -> tuple[Any, Any]:
+    """Metrics listener, the daemon's parts (`coolpilot.wiring.build_parts`) and the trigger."""
+    from prometheus_client import CollectorRegistry
+
+    from controller.service.retraining import Retrainer
+    from controller.service.triggers import PacedTrigger, WallClockTrigger
+    from coolpilot.wiring import build_parts, plant_clock, utc_now
+    from db.engine import DatabaseError
+    from db.historian import HistorianConfigError
+
+    config = holder.config
+    registry = CollectorRegistry()
+    _serve_metrics(args, config, registry, stack)
+    retrain = Retrainer(engine, config.site_id, _models_dir(args.models_dir), config.retraining.history_days)
+    try:
+        parts = stack.enter_context(build_parts(holder, engine=engine, registry=registry, retrain=retrain,
+                                                clock=utc_now if plant is None else plant_clock(plant), plant=plant))
     except (DatabaseError, HistorianConfigError) as exc:
         raise CliError(str(exc)) from None
-    if args.plant is not None and config.historian is not None:
-        raise CliError("--plant writes the simulated plant's readings to CoolPilot's own tables: "
-                       "remove the [historian] section for a closed-loop run")
-    log.info("database %s, site %s; resuming from last applied setpoints %s", redact_url(url), site,
-             last_applied or "(none: the measured setpoints are the reference)")
-
-    registry = CollectorRegistry()
-    interval_s = float(config.cycle.interval_s)
-    metrics = CoolpilotMetrics(registry, cycle_period_s=interval_s)
-    server = None
-    if config.metrics.enabled:
-        port = config.metrics.port if args.metrics_port is None else args.metrics_port
-        try:
-            server = serve(registry, host=config.metrics.host, port=port)
-        except OSError as exc:
-            raise CliError(f"cannot serve metrics on {config.metrics.host}:{port}: {exc.strerror or exc}") from None
-        log.info("metrics on %s", server.url)
-
-    actuator: Any = make_actuator(config.actuator, site, engine)
-    provider = ChampionProvider(engine, site)
+    if plant is not None:
+        return parts, PacedTrigger(cycles_per_s=args.speed, period_s=float(plant.record_interval_s),
+                                   max_cycles=args.steps, retrain_every_cycles=args.retrain_every or None)
     needs_model = config.mode in ("auto", "advisory")
-    hooks: list[Any] = []
-    clock: Any = lambda: datetime.now(UTC)  # noqa: E731
-    trigger: Any
+    return parts, WallClockTrigger(interval_s=float(config.cycle.interval_s), retrain_cron=config.retraining.cron,
+                                   train_at_start=needs_model and _no_champion(engine, config.site_id))
+
+
+def _serve_metrics(args: argparse.Namespace, config: Any, registry: Any, stack: contextlib.ExitStack[Any]) -> None:
+    from controller.service.metrics import serve
+
+    if not config.metrics.enabled:
+        return
+    port = config.metrics.port if args.metrics_port is None else args.metrics_port
     try:
-        if args.plant is not None:
-            plant, bridge = _simulated_plant(args, engine, site, last_applied)
-            actuator = _wrap_actuator(plant, actuator)
-            hooks.append(bridge)
-            clock = bridge.now
-            interval_s = float(plant.record_interval_s)
-            trigger = PacedTrigger(cycles_per_s=args.speed, period_s=interval_s, max_cycles=args.steps,
-                                   retrain_every_cycles=args.retrain_every or None)
-        else:
-            trigger = WallClockTrigger(interval_s=interval_s, retrain_cron=config.retraining.cron,
-                                       train_at_start=needs_model and _no_champion(engine, site))
-        parts = DaemonParts(
-            holder=holder, source=source, forecaster=provider, actuator=actuator,
-            recorder=DecisionRecorder(engine, site), metrics=metrics, clock=clock,
-            notifier=SystemdNotifier.from_environ(), last_applied=last_applied,
-            retrain=Retrainer(engine, site, _models_dir(args.models_dir), config.retraining.history_days),
-            hooks=hooks, watchdog_interval_s=watchdog_interval_s(os.environ),
-        )
-        daemon = Daemon(parts, trigger)
-        return daemon.run()
-    finally:
-        close = getattr(actuator, "close", None)
-        if close is not None:
-            close()
-        if server is not None:
-            server.shutdown()
-        engine.dispose()
+        server = serve(registry, host=config.metrics.host, port=port)
+    except OSError as exc:
+        raise CliError(f"cannot serve metrics on {config.metrics.host}:{port}: {exc.strerror or exc}") from None
+    stack.callback(server.shutdown)
+    log.info("metrics on %s", server.url)
 
 
 def _no_champion(engine: Any, site: str) -> bool:
@@ -185,8 +190,7 @@ def _no_champion(engine: Any, site: str) -> bool:
         return False
 
 
-def _simulated_plant(args: argparse.Namespace, engine: Any, site: str, last_applied: dict[str, float]) -> Any:
-    from coolpilot.harness.sim_bridge import PlantBridge
+def _simulated_plant(args: argparse.Namespace, engine: Any, site: str) -> Any:
     from db.engine import DatabaseError
     from db.grid import GRID
     from db.query import latest_timestamp
@@ -202,16 +206,8 @@ def _simulated_plant(args: argparse.Namespace, engine: Any, site: str, last_appl
         plant = factory(start=start, seed=args.seed)
     except (TypeError, ValueError) as exc:
         raise CliError(f"--plant {args.plant}: cannot build the plant: {exc}") from None
-    if last_applied:
-        plant.apply(last_applied)  # the plant side still holds what we last sent
     log.info("closed loop against %s from %s", args.plant, plant.now.isoformat())
-    return plant, PlantBridge(plant, engine, site)
-
-
-def _wrap_actuator(plant: Any, actuator: Any) -> Any:
-    from coolpilot.harness.sim_bridge import PlantActuator
-
-    return PlantActuator(plant, actuator)
+    return plant
 
 
 def _check_demo_args(args: argparse.Namespace) -> None:

@@ -4,7 +4,9 @@ The run goes in chunks of at most a week: each chunk is simulated, written in on
 transaction through ``db.ingest.write_wide`` (idempotent, so a re-run with the same
 seed writes nothing new) and reported on stderr. The summary is computed from the
 plant's true values where the plant offers them (the simulator does), else from the
-readings.
+readings. ``--energyplus`` / ``--point-map`` run an EnergyPlus building model instead
+of the twin; only the setpoints the plant has are commanded (there, supply air within
+the EnergyPlus envelope of ``coolpilot.evaluation.run``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from controller.bounds import SetpointEnvelope
 from controller.rules import PRESETS
 from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, emit, parse_start, progress
+from coolpilot.evaluate_cli import plant_choice
 from coolpilot.harness.history import ExploringRules, run_closed_loop
-from db.roles import MEASUREMENT_ROLES
+from db.roles import MEASUREMENT_ROLES, SETPOINT_ROLES
 from simulator.drivers import SHIPPED_CLIMATES, DriverError
 from simulator.plant import Plant, PlantFactory
 from simulator.summary import summarize_run
@@ -30,9 +34,47 @@ CHUNK_DAYS = 7.0
 MAX_DAYS = 3660.0
 
 
-def _build_plant(args: argparse.Namespace) -> Plant:
-    offered: dict[str, Any] = {"climate": args.climate, "workload": args.workload, "seed": args.seed,
-                               "start": None if args.start is None else parse_start(args.start)}
+def _build_plant(args: argparse.Namespace) -> tuple[Plant, SetpointEnvelope | None]:
+    """The plant, and the envelope to explore and command within (None: the default envelope)."""
+    energyplus, point_map, climate = plant_choice(args)
+    start = None if args.start is None else parse_start(args.start)
+    if energyplus is not None or point_map is not None:
+        return _build_energyplus(args, energyplus, point_map, climate, start)
+    return _build_factory_plant(args, climate, start), None
+
+
+def _build_energyplus(args: argparse.Namespace, model: str | None, point_map: str | None, climate: str | None,
+                      start: datetime | None) -> tuple[Plant, SetpointEnvelope]:
+    from coolpilot.evaluation.run import EvaluationError, check_energyplus, run_config
+
+    if args.workload is not None:
+        raise CliError("the EnergyPlus models carry their own IT load schedules: --workload does not apply")
+    try:
+        check_energyplus(model, point_map, climate)
+    except EvaluationError as exc:
+        raise CliError(str(exc)) from None
+    from simulator.energyplus import EnergyPlusError, make_plant
+
+    try:
+        plant: Plant = make_plant(climate, start, model=model, point_map=point_map, days=args.days + 1.0)
+    except (ValueError, OSError, EnergyPlusError) as exc:
+        raise CliError(str(exc).strip().splitlines()[0]) from None
+    roles = tuple(r for r in SETPOINT_ROLES if r in plant.setpoints())
+    try:
+        return plant, run_config(None, roles, "energyplus").envelope()
+    except EvaluationError as exc:
+        _close(plant)
+        raise CliError(str(exc)) from None
+
+
+def _close(plant: Plant) -> None:
+    close = getattr(plant, "close", None)
+    if callable(close):
+        close()
+
+
+def _build_factory_plant(args: argparse.Namespace, climate: str | None, start: datetime | None) -> Plant:
+    offered: dict[str, Any] = {"climate": climate, "workload": args.workload, "seed": args.seed, "start": start}
     try:
         factory = PlantFactory(args.plant or "simulator.plant_sim:make_plant")
         factory.refuse_untaken(offered, optional=("seed",))
@@ -52,14 +94,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise CliError(f"--days must be in (0, {MAX_DAYS:g}], got {args.days}")
     if not 0.0 <= args.explore <= 1.0:
         raise CliError(f"--explore is a share of time in [0, 1], got {args.explore}")
-    plant = _build_plant(args)
+    plant, envelope = _build_plant(args)
+    setpoint_roles = [r for r in SETPOINT_ROLES if r in plant.setpoints()]
     url = resolve_url(args.db)
     try:
         engine = make_engine(url)
         upgrade(engine)
     except DatabaseError as exc:
+        _close(plant)
         raise CliError(str(exc)) from None
-    policy = ExploringRules(args.explore, _policy_rng(args.seed), args.controller)
+    policy = ExploringRules(args.explore, _policy_rng(args.seed), args.controller, envelope)
     true_record = getattr(plant, "true_record", None)
     truth: list[dict[str, float]] = []
 
@@ -79,6 +123,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     finally:
         engine.dispose()
+        _close(plant)
     index = frames[0].append(frames[1:]) if frames else pd.DatetimeIndex([], tz=UTC)
     truth_frame = pd.DataFrame(truth, index=index, columns=[r for r in MEASUREMENT_ROLES if truth and r in truth[0]])
     summary = summarize_run(truth_frame, plant.record_interval_s)
@@ -90,6 +135,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "start": index[0] if len(index) else None,
         "summary_source": "true values" if callable(true_record) else "readings",
+        "setpoints": setpoint_roles,
         "db": redact_url(url),
         "site": args.site,
     }
@@ -113,12 +159,18 @@ def _policy_rng(seed: int) -> np.random.Generator:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "simulate",
-        help="run the digital twin in closed loop and write its history to the database",
+        help="run the digital twin (or an EnergyPlus model) in closed loop and write its history to the database",
         description=(
             "Simulate the cooling plant under rule-based control (with optional safe exploration) and "
             "write readings and setpoints to the database. Same seed, same output."
         ),
     )
+    p.add_argument("--energyplus", default=None, metavar="MODEL",
+                   help="run an EnergyPlus model: a shipped one (2zone, crac) or your .epJSON (with --point-map); "
+                        "excludes --plant")
+    p.add_argument("--point-map", default=None, metavar="TOML",
+                   help="point map for your own EnergyPlus model (its [map] model names the .epJSON)")
+    p.add_argument("--weather", default=None, metavar="EPW", help="an .epw / .epw.gz weather file (instead of --climate)")
     p.add_argument("--days", type=float, required=True, help="simulated days")
     p.add_argument("--start", default=None, help="UTC start, ISO date or date-time (default 2023-07-01)")
     p.add_argument(

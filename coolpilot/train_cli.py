@@ -12,31 +12,27 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import sqlalchemy as sa
 
 from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
 from db.engine import DatabaseError, make_engine, resolve_url
 from db.migrate import require_schema
-from forecasting.artifact import ArtifactError
-from forecasting.device import DEVICE_CHOICES
-from forecasting.features import TARGETS, FeatureError, FeatureSpec, uses_wetbulb_sensor
+from forecasting.features import TARGETS, FeatureError, FeatureSpec
 from forecasting.history import load_history
-from forecasting.registry import (
-    ModelEntry,
-    RegistryError,
-    get_entry,
-    list_entries,
-    promote,
-    register_trained,
-    rollback,
-)
-from forecasting.train import EpochReport, TrainConfig, fit_forecaster
+
+if TYPE_CHECKING:  # torch and scikit-learn load only when a command runs, never for --help
+    from forecasting.registry import ModelEntry
+    from forecasting.train import EpochReport
 
 MODELS_DIR_ENV = "COOLPILOT_MODELS_DIR"
 DEFAULT_MODELS_DIR = "coolpilot-data/models"
-EXPECTED_ERRORS = (DatabaseError, FeatureError, ArtifactError, RegistryError, ValueError)
+# forecasting.device.DEVICE_CHOICES, spelled out so that --help does not import torch
+# (tests/test_cli_help.py checks that the two agree).
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+# ArtifactError and RegistryError (forecasting.artifact, forecasting.registry) are ValueErrors.
+EXPECTED_ERRORS = (DatabaseError, FeatureError, ValueError)
 
 
 def register(subparsers: Any) -> None:
@@ -47,7 +43,7 @@ def register(subparsers: Any) -> None:
     train.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA when present")
     _models_dir_arg(train)
     train.add_argument("--seed", type=int, default=0, help="random seed (runs repeat exactly on the CPU)")
-    train.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs, metavar="N")
+    train.add_argument("--max-epochs", type=int, default=None, metavar="N")  # None: TrainConfig's default
     add_json_arg(train)
     train.set_defaults(func=_guarded(cmd_train))
 
@@ -121,10 +117,14 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from forecasting.registry import register_trained
+    from forecasting.train import TrainConfig, fit_forecaster
+
     engine = _engine(args)
-    frame = load_history(engine, args.site, args.days, FeatureSpec(derive_wetbulb=False))
-    spec = FeatureSpec(derive_wetbulb=not uses_wetbulb_sensor(frame))
-    config = TrainConfig(seed=args.seed, max_epochs=args.max_epochs)
+    frame = load_history(engine, args.site, args.days)
+    spec = FeatureSpec.for_history(frame)  # the roles and varying setpoints this site has
+    config = TrainConfig(seed=args.seed,
+                         max_epochs=TrainConfig.max_epochs if args.max_epochs is None else args.max_epochs)
     quiet = args.json or not sys.stderr.isatty()
     if not args.json:
         progress(f"training on {len(frame)} rows of site {args.site!r} ({frame.index[0]} .. {frame.index[-1]})")
@@ -160,6 +160,8 @@ def _entry_line(e: ModelEntry) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from forecasting.registry import list_entries
+
     entries = list_entries(_engine(args), site=args.site)
     human = "\n".join(_entry_line(e) for e in entries) if entries else f"no models for site {args.site!r}"
     emit(args, {"models": [e.as_dict() for e in entries]}, human)
@@ -167,6 +169,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from forecasting.registry import get_entry
+
     e = get_entry(_engine(args), args.version, site=args.site)
     human = "\n".join([_entry_line(e), f"artifact {e.artifact_path} sha256 {e.sha256}",
                        _metrics_table(e.metrics) if e.metrics else "no metrics"])
@@ -175,6 +179,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    from forecasting.registry import promote
+
     pin = True if args.pin else (False if args.unpin else None)
     e = promote(_engine(args), args.version, pin=pin, site=args.site)
     emit(args, e.as_dict(), f"champion is now {e.version}{' (pinned)' if e.pinned else ''}")
@@ -182,6 +188,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from forecasting.registry import rollback
+
     old, new = rollback(_engine(args), site=args.site)
     emit(args, {"rejected": old.as_dict(), "champion": new.as_dict()},
          f"rolled back: {old.version} rejected, champion is now {new.version}")

@@ -2,7 +2,9 @@
 
 Persistence (the next hour looks like now), ridge regression on the same standardised
 features, and scikit-learn's HistGradientBoostingRegressor (one per target): the
-ensemble must beat the best of them to be worth its complexity.
+ensemble must beat the best of them to be worth its complexity. The targets are the
+columns of y: the first ``y.shape[1]`` of ``ALL_TARGETS`` (cooling power, rack inlet,
+IT power). Features must be finite (masked entries imputed by the caller).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from forecasting.features import TARGETS
+from forecasting.features import ALL_TARGETS
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -30,7 +32,7 @@ class Baseline(Protocol):
     def fit(self, x: FloatArray, y: FloatArray) -> None: ...
 
     def predict(self, x: FloatArray) -> FloatArray:
-        """(n, 2) predictions in TARGETS order."""
+        """(n, k) predictions, columns in the order of the y it was fitted on."""
         ...
 
 
@@ -40,10 +42,12 @@ class Persistence:
     name = "persistence"
 
     def __init__(self, feature_names: Sequence[str]) -> None:
-        self._cols = [list(feature_names).index(t) for t in TARGETS]
+        self._names = list(feature_names)
+        self._cols = [self._names.index(t) for t in ALL_TARGETS[:2]]
 
     def fit(self, x: FloatArray, y: FloatArray) -> None:
-        """Nothing to learn."""
+        """Nothing to learn but which targets: the first y.shape[1] of ALL_TARGETS."""
+        self._cols = [self._names.index(t) for t in ALL_TARGETS[: y.shape[1]]]
 
     def predict(self, x: FloatArray) -> FloatArray:
         return np.asarray(x[:, self._cols], dtype=np.float64)
@@ -70,9 +74,11 @@ class HistGBBaseline:
     name = "hist_gradient_boosting"
 
     def __init__(self, seed: int = 0) -> None:
-        self._models = [HistGradientBoostingRegressor(random_state=seed) for _ in TARGETS]
+        self._seed = seed
+        self._models: list[HistGradientBoostingRegressor] = []
 
     def fit(self, x: FloatArray, y: FloatArray) -> None:
+        self._models = [HistGradientBoostingRegressor(random_state=self._seed) for _ in range(y.shape[1])]
         for j, m in enumerate(self._models):
             m.fit(x, y[:, j])
 

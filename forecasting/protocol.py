@@ -8,7 +8,7 @@ and gets arrays back. Anything that implements this Protocol can drive the contr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -17,6 +17,14 @@ import pandas as pd
 
 FloatArray = npt.NDArray[np.float64]
 
+#: Per-candidate (N,) arrays that every Forecast holds.
+CANDIDATE_FIELDS: tuple[str, ...] = (
+    "cooling_power_kw", "cooling_power_std_kw", "cooling_power_lo_kw", "cooling_power_hi_kw",
+    "rack_inlet_max_c", "rack_inlet_std_c", "rack_inlet_lo_c", "rack_inlet_hi_c", "ood_score",
+)
+#: Per-candidate (N,) arrays present only when the model forecasts IT power (else all None).
+IT_POWER_FIELDS: tuple[str, ...] = ("it_power_kw", "it_power_std_kw", "it_power_lo_kw", "it_power_hi_kw")
+
 
 @dataclass(frozen=True)
 class Forecast:
@@ -24,6 +32,11 @@ class Forecast:
 
     Intervals are calibrated central intervals at ``interval_level`` (e.g. 0.9).
     ``ood_score`` is < 1 for inputs like the training data and grows with distance.
+    The IT-power fields are None when the model has no IT target (IT power rises with
+    inlet temperature where server fans speed up, so facility power = cooling + IT).
+    ``masked_roles``: roles whose inputs had gaps (or were set to NaN as suspect) and
+    were imputed for this state; for cooling power and rack inlet only their lags and
+    rolling means are ever imputed, never their current value.
     """
 
     cooling_power_kw: FloatArray  # (N,) mean cooling power over the horizon [kW]
@@ -36,6 +49,16 @@ class Forecast:
     rack_inlet_hi_c: FloatArray  # (N,)
     ood_score: FloatArray  # (N,) [-]
     interval_level: float
+    it_power_kw: FloatArray | None = None  # (N,) mean IT power over the horizon [kW]
+    it_power_std_kw: FloatArray | None = None  # (N,) [kW]
+    it_power_lo_kw: FloatArray | None = None  # (N,)
+    it_power_hi_kw: FloatArray | None = None  # (N,)
+    masked_roles: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        given = [getattr(self, name) is not None for name in IT_POWER_FIELDS]
+        if any(given) and not all(given):
+            raise ValueError(f"IT-power fields must be all given or all None: {', '.join(IT_POWER_FIELDS)}")
 
 
 @runtime_checkable
@@ -56,6 +79,10 @@ class Forecaster(Protocol):
         """Roles the state frame must contain."""
         ...
 
+    def setpoint_roles(self) -> tuple[str, ...]:
+        """The setpoints this model controls: the columns of ``predict``'s candidates, in order."""
+        ...
+
     def history_needed(self) -> int:
         """Number of 5-minute rows of history the state frame must hold."""
         ...
@@ -64,7 +91,8 @@ class Forecaster(Protocol):
         """Score candidates.
 
         ``state``: wide frame (UTC index on the 5-minute grid, role columns), most
-        recent row last. ``candidates``: (N, 3) setpoints in the order of
-        ``db.roles.SETPOINT_ROLES`` [C].
+        recent row last; a role that is all NaN (or absent) is treated as missing.
+        ``candidates``: (N, len(setpoint_roles())) setpoints in the order of
+        ``setpoint_roles()`` [C].
         """
         ...

@@ -5,12 +5,19 @@ The split is in time order, never shuffled across blocks: train (oldest) | valid
 versus challenger), with one horizon of samples left out at each border so that no
 target window straddles two blocks. On CUDA the forward pass runs under bfloat16
 autocast; on the CPU everything is float32 and seeded runs repeat bit for bit.
+
+Without a spec, the spec is learned from the history (`FeatureSpec.for_history`): the
+roles the site has, its setpoints, IT power as a target where metered, and role
+masking (`forecasting.masking`), so that a missing input degrades the forecast instead
+of stopping it. Where ``forecasting.data_profile`` exists, the site's data profile is
+learned from the same history and stored with the model.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,26 +32,25 @@ import sklearn
 import torch
 from threadpoolctl import threadpool_limits
 
-from db.roles import SETPOINT_ROLES
 from forecasting.baselines import FittedBaseline, fit_baselines
 from forecasting.calibration import conformal_factor
 from forecasting.device import describe, select_device
 from forecasting.ensemble import BatchedEnsemble, EnsembleConfig, flush_denormals, gaussian_nll
 from forecasting.evaluate import ensemble_metrics, point_metrics, score
 from forecasting.features import (
-    TARGETS,
     FeatureSet,
     FeatureSpec,
     Scaler,
     build_samples,
     require_enough,
-    uses_wetbulb_sensor,
 )
-from forecasting.model import EnsembleForecaster
+from forecasting.masking import RoleMasker, TorchMasker
+from forecasting.model import PROFILE_KEY, EnsembleForecaster
 from forecasting.ood import fit_ood
 
 FloatArray = npt.NDArray[np.float64]
 BLOCKS = ("train", "val", "cal", "test")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,11 +75,14 @@ class TrainConfig:
     ood_reference: int = 4000
     baselines: bool = True
     cpu_threads: int | None = 1  # CPU threads while fitting (see `cpu_threads`); None = torch's default
+    mask_prob: float = 0.02  # chance per role group and training sample of masking it (masking specs only)
 
     def __post_init__(self) -> None:
         shares = (self.val_share, self.cal_share, self.test_share)
         if min(shares) <= 0 or sum(shares) >= 0.9:
             raise ValueError(f"val/cal/test shares must be positive and leave most data for training: {shares}")
+        if not 0.0 <= self.mask_prob < 1.0:
+            raise ValueError(f"mask_prob must lie in [0, 1), got {self.mask_prob}")
 
 
 @dataclass(frozen=True)
@@ -135,14 +144,16 @@ def _val_loss(module: BatchedEnsemble, x: torch.Tensor, y: torch.Tensor, amp: bo
 def train_ensemble(x_train: FloatArray, y_train: FloatArray, x_val: FloatArray, y_val: FloatArray,
                    config: TrainConfig, device: torch.device,
                    on_epoch: Callable[[EpochReport], None] | None = None,
-                   clock: Callable[[], float] = time.perf_counter) -> tuple[BatchedEnsemble, dict[str, Any]]:
+                   clock: Callable[[], float] = time.perf_counter,
+                   masker: RoleMasker | None = None) -> tuple[BatchedEnsemble, dict[str, Any]]:
     """Fit the batched ensemble on standardised arrays; keep the weights of the best epoch.
 
     Each member draws its own minibatch order each epoch (the ensemble's diversity
-    comes from initialisation and data order, as in deep ensembles).
+    comes from initialisation and data order, as in deep ensembles). With a ``masker``,
+    every training batch has random role groups masked (validation is left as it is).
     """
     with flush_denormals(), cpu_threads(config.cpu_threads):
-        return _train_ensemble(x_train, y_train, x_val, y_val, config, device, on_epoch, clock)
+        return _train_ensemble(x_train, y_train, x_val, y_val, config, device, on_epoch, clock, masker)
 
 
 @contextmanager
@@ -167,11 +178,12 @@ def cpu_threads(n: int | None) -> Iterator[None]:
 
 def _train_ensemble(x_train: FloatArray, y_train: FloatArray, x_val: FloatArray, y_val: FloatArray,
                     config: TrainConfig, device: torch.device, on_epoch: Callable[[EpochReport], None] | None,
-                    clock: Callable[[], float]) -> tuple[BatchedEnsemble, dict[str, Any]]:
+                    clock: Callable[[], float], masker: RoleMasker | None) -> tuple[BatchedEnsemble, dict[str, Any]]:
     t0 = clock()
     gen = torch.Generator().manual_seed(config.seed)
-    module = BatchedEnsemble(EnsembleConfig(x_train.shape[1], len(TARGETS), config.members, config.hidden),
+    module = BatchedEnsemble(EnsembleConfig(x_train.shape[1], y_train.shape[1], config.members, config.hidden),
                              generator=gen).to(device)
+    mask: TorchMasker | None = masker.on(device) if masker is not None else None
     opt = torch.optim.AdamW(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.max_epochs)
     amp = device.type == "cuda"
@@ -187,8 +199,9 @@ def _train_ensemble(x_train: FloatArray, y_train: FloatArray, x_val: FloatArray,
         running, batches = 0.0, 0
         for s in range(0, n - bs + 1, bs):  # drop the ragged tail; it is reshuffled next epoch
             idx = order[:, s: s + bs]
+            xb = xt[idx] if mask is None else mask(xt[idx], gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                mean, var = module.split(module(xt[idx]))
+                mean, var = module.split(module(xb))
             loss = gaussian_nll(mean, var, yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -216,8 +229,8 @@ def _train_ensemble(x_train: FloatArray, y_train: FloatArray, x_val: FloatArray,
 
 def _ood_columns(spec: FeatureSpec) -> tuple[npt.NDArray[np.int64], int]:
     names = spec.feature_names()
-    state = list(spec.state_roles) + [f"{sp}@now" for sp in SETPOINT_ROLES]
-    cand = [f"{sp}@horizon" for sp in SETPOINT_ROLES]
+    state = list(spec.state_roles) + [f"{sp}@now" for sp in spec.setpoint_roles]
+    cand = [f"{sp}@horizon" for sp in spec.setpoint_roles]
     return np.array([names.index(c) for c in state + cand], dtype=np.int64), len(state)
 
 
@@ -232,10 +245,11 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
                    clock: Callable[[], float] = time.perf_counter) -> TrainResult:
     """Build samples from a wide history frame, train, calibrate, and measure against baselines.
 
-    Raises `forecasting.features.FeatureError` for history that is too short, lacks a
-    role or is mostly gaps.
+    ``spec`` None: ``FeatureSpec.for_history(frame)`` (the roles and setpoints the site
+    has). Raises `forecasting.features.FeatureError` for history that is too short,
+    lacks a role or is mostly gaps.
     """
-    spec = spec or FeatureSpec(derive_wetbulb=not uses_wetbulb_sensor(frame))
+    spec = spec or FeatureSpec.for_history(frame)
     config = config or TrainConfig()
     dev = select_device(device)
     fs = build_samples(frame, spec)
@@ -244,44 +258,74 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
     xs = {b: fs.x[m] for b, m in masks.items()}
     ys = {b: fs.y[m] for b, m in masks.items()}
     x_scaler, y_scaler = Scaler.fit(xs["train"]), Scaler.fit(ys["train"])
-    z = {b: x_scaler.transform(xs[b]) for b in BLOCKS}
+    z = {b: x_scaler.standardise(xs[b]) for b in BLOCKS}
     module, info = train_ensemble(z["train"], y_scaler.transform(ys["train"]), z["val"],
-                                  y_scaler.transform(ys["val"]), config, dev, on_epoch, clock)
+                                  y_scaler.transform(ys["val"]), config, dev, on_epoch, clock,
+                                  masker=RoleMasker.for_spec(spec, x_scaler, config.mask_prob))
 
     columns, n_state_cols = _ood_columns(spec)
     ood = fit_ood(z["train"], columns, n_state_cols, config.ood_k, config.ood_reference, config.seed)
     created = now()
     digest = data_hash(fs)
     version = f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
+    k = len(spec.targets)
     draft = EnsembleForecaster(version=version, spec=spec, module=module, x_scaler=x_scaler, y_scaler=y_scaler,
-                               conformal_factors=(1.0, 1.0), interval_level=config.interval_level, ood=ood, meta={})
+                               conformal_factors=(1.0,) * k, interval_level=config.interval_level, ood=ood, meta={})
     cal = draft.predict_rows(xs["cal"], with_ood=False)
     factors = tuple(conformal_factor(ys["cal"][:, j], cal.mean[:, j], cal.std[:, j], config.interval_level)
-                    for j in range(len(TARGETS)))
+                    for j in range(k))
     window = {b: [fs.index[m][0].isoformat(), fs.index[m][-1].isoformat()] if m.any() else None
               for b, m in masks.items()}
     training: dict[str, Any] = {"window": window, "samples": {b: int(m.sum()) for b, m in masks.items()},
-                     "gaps": fs.gaps.as_dict(), "data_hash": digest, "config": _config_json(config), **info}
-    meta = {"created_at": created.isoformat(), "training": training, "libraries": _library_versions()}
+                                "gaps": fs.gaps.as_dict(), "data_hash": digest, "config": _config_json(config),
+                                **info}
+    meta = {"created_at": created.isoformat(), "training": training, "libraries": _library_versions(),
+            **_learn_profile(frame)}
     forecaster = EnsembleForecaster(version=version, spec=spec, module=module, x_scaler=x_scaler,
-                                    y_scaler=y_scaler, conformal_factors=(factors[0], factors[1]),
+                                    y_scaler=y_scaler, conformal_factors=factors,
                                     interval_level=config.interval_level, ood=ood, meta=meta)
     metrics: dict[str, Any] = {"ensemble": {**ensemble_metrics(forecaster, xs["test"], ys["test"]),
                                             "train_seconds": info["seconds"], "device": info["device"]}}
-    baselines: dict[str, FittedBaseline] = {}
-    if config.baselines:
-        with cpu_threads(config.cpu_threads):
-            baselines = fit_baselines(xs["train"], ys["train"], fs.names, config.seed, clock)
-    for name, fitted in baselines.items():
-        pm = point_metrics(ys["test"], fitted.model.predict(xs["test"]))
-        metrics[name] = {**pm, "score": score(pm), "train_seconds": fitted.train_seconds, "device": "cpu"}
+    baselines = _fit_baselines(fs, xs, ys, x_scaler, config, clock, metrics) if config.baselines else {}
     forecaster.meta["metrics"] = metrics
     forecaster.meta["conformal_calibration_samples"] = int(masks["cal"].sum())
     report = {"version": version, "metrics": metrics, "gaps": fs.gaps.as_dict(), "window": window,
               "samples": training["samples"], "epochs_run": info["epochs_run"],
               "best_epoch": info["best_epoch"], "device": info["device"], "train_seconds": info["seconds"],
-              "conformal_factors": list(factors), "data_hash": digest}
+              "conformal_factors": list(factors), "data_hash": digest, "targets": list(spec.targets),
+              "setpoint_roles": list(spec.setpoint_roles), "masked_roles": list(spec.mask_roles)}
     return TrainResult(forecaster=forecaster, report=report, baselines=baselines)
+
+
+def _fit_baselines(fs: FeatureSet, xs: dict[str, FloatArray], ys: dict[str, FloatArray], x_scaler: Scaler,
+                   config: TrainConfig, clock: Callable[[], float],
+                   metrics: dict[str, Any]) -> dict[str, FittedBaseline]:
+    """Fit the baselines on the training block (masked entries imputed) and add their test metrics."""
+    with cpu_threads(config.cpu_threads):
+        baselines = fit_baselines(x_scaler.impute(xs["train"]), ys["train"], fs.names, config.seed, clock)
+    for name, fitted in baselines.items():
+        pm = point_metrics(ys["test"], fitted.model.predict(x_scaler.impute(xs["test"])))
+        metrics[name] = {**pm, "score": score(pm), "train_seconds": fitted.train_seconds, "device": "cpu"}
+    return baselines
+
+
+def _learn_profile(frame: pd.DataFrame) -> dict[str, Any]:
+    """``{PROFILE_KEY: profile}`` learned by ``forecasting.data_profile`` where that module exists, else {}.
+
+    A profile that fails to learn is logged and recorded (``data_profile_error``); the model is still trained.
+    """
+    try:
+        from forecasting.data_profile import learn_profile  # lazy: the module is optional
+    except ModuleNotFoundError as exc:
+        if exc.name != "forecasting.data_profile":
+            raise
+        return {}
+    try:
+        profile: dict[str, Any] = learn_profile(frame).to_dict()
+    except Exception as exc:  # a profile is an add-on: never lose the model over it
+        log.warning("learning the data profile failed: %s: %s", type(exc).__name__, exc)
+        return {"data_profile_error": f"{type(exc).__name__}: {exc}"}
+    return {PROFILE_KEY: profile}
 
 
 def _config_json(config: TrainConfig) -> dict[str, Any]:

@@ -13,9 +13,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+echo "bootstrap: virtual environment in .venv; CPU build of PyTorch (first run: about a minute) ..." >&2
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" \
     || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-python -m pip install -q -e ".[dev,postgres]"
+echo "bootstrap: installing CoolPilot with its dev, postgres and energyplus extras ..." >&2
+python -m pip install -q -e ".[dev,postgres,energyplus]"
 
 # Local services for the test suite (skipped quietly where we are not root).
 if [ "$(id -u)" = "0" ]; then

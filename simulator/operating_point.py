@@ -3,11 +3,13 @@
 Why one function: the time-stepping plant (on floats, once a minute) and the oracle
 (on arrays of candidate setpoints) must see exactly the same physics. Given the
 weather, the IT load, the setpoints and the lagged temperatures (chilled water,
-supply air, rack inlet, condenser water), this composes the component models the way
-the building-management system's local loops run them: CRAH fans follow the servers,
-coil valves chase the supply-air setpoint, pumps follow the valves, the economiser
-pre-cools when it pays, chillers are staged by load, tower fans chase their setpoint.
-It returns the targets the lagged temperatures move towards, and all powers.
+supply air, rack inlet, condenser water), gathered in one ``OperatingInputs``, this
+composes the component models the way the building-management system's local loops
+run them, in the order the heat flows: the hall (CRAH fans follow the servers), the
+coils (valves chase the supply-air setpoint), the chilled-water loop (pumps follow the
+valves), the economiser (pre-cools when it pays) and the chillers (staged by load),
+then the condenser loop (tower fans chase their setpoint). It returns the targets the
+lagged temperatures move towards, and all powers.
 """
 
 from __future__ import annotations
@@ -92,137 +94,245 @@ def economizer_tower_c(k: PlantConstants, wetbulb_c: float) -> float:
     return wetbulb_c + tower.approach_k(cfg, wetbulb_c, cfg.design_range_k, ratio)
 
 
-def operating_point(
-    k: PlantConstants,
-    *,
-    wetbulb_c: float,
-    base_it_kw: float,
-    chw_sp_c: Num,
-    supply_air_sp_c: Num,
-    cw_sp_c: Num,
-    chw_c: Num,
-    supply_air_c: Num,
-    rack_inlet_c: Num,
-    cw_c: Num,
-    chillers_running: Num | None = None,
-    economizer_on: Num | None = None,
-    chillers_available: float,
-    crahs_available: float,
-    lag_rates_per_s: tuple[float, float, float] = NO_LAG,
-    econ_tower_c: float | None = None,
-) -> OperatingPoint[Num]:
-    """Compose the component models at these states.
+@dataclass(frozen=True, kw_only=True)
+class OperatingInputs(Generic[Num]):
+    """Everything an operating point depends on besides the plant's constants.
 
-    ``chillers_running`` / ``economizer_on`` are the plant's staged states; ``None``
-    means "as staging would settle" (quasi-steady evaluation). ``lag_rates_per_s`` are
+    Floats for the time-stepping plant, or arrays (one element per candidate) for the
+    setpoints and lagged states when the oracle searches. Temperatures [C], powers [kW].
+    """
+
+    # Drivers (this hour's weather and load).
+    wetbulb_c: float
+    base_it_power_kw: float  # IT power from utilisation alone, before hot inlets speed up server fans
+    economizer_tower_c: float | None = None  # ``economizer_tower_c`` at this wet-bulb, if the caller has it
+    # Setpoints in force.
+    chw_supply_sp_c: Num
+    supply_air_sp_c: Num
+    cw_supply_sp_c: Num
+    # Lagged states.
+    chw_supply_c: Num
+    supply_air_c: Num
+    rack_inlet_mean_c: Num
+    cw_supply_c: Num
+    # Equipment: what is available, and what runs (None: as staging would settle).
+    chillers_available: float
+    crahs_available: float
+    chillers_running: Num | None = None
+    economizer_on: Num | None = None  # 0 or 1
+    # Pull rates of the room, chilled-water and condenser loops towards their targets [1/s].
+    lag_rates_per_s: tuple[float, float, float] = NO_LAG
+
+
+class _Hall(NamedTuple, Generic[Num]):
+    """Servers, CRAH fans and the room: airflows [m3/s], powers [kW], rack inlet target [C]."""
+
+    it_kw: Num
+    server_air_m3_s: Num
+    crah_air_m3_s: Num
+    fan_kw: Num
+    rack_target_c: Num
+    rack_max_offset_k: Num
+
+
+class _Coils(NamedTuple, Generic[Num]):
+    """What the CRAH coils take from the air [kW], the supply air they reach [C], their water [kg/s]."""
+
+    heat_kw: Num
+    supply_air_target_c: Num
+    water_flow_kg_s: Num
+
+
+class _ChilledWater(NamedTuple, Generic[Num]):
+    """The chilled-water loop before the plant removes its heat."""
+
+    entering_cw_c: Num  # condenser water entering the chillers
+    unit_capacity_kw: Num
+    flow_kg_s: Num
+    pump_kw: Num
+    heat_in_kw: Num
+    return_c: Num
+
+
+class _ChillerPlant(NamedTuple, Generic[Num]):
+    """Economiser and chillers: who carries the load, and what they cannot [kW]."""
+
+    economizer_margin_k: Num
+    economizer_on: Num
+    economizer_share: Num
+    chillers_needed: Num
+    chillers_running: Num
+    chw_target_c: Num
+    hx_kw: Num
+    chiller_kw: Num
+    delivered_kw: Num
+    unmet_kw: Num
+
+
+class _Condenser(NamedTuple, Generic[Num]):
+    """Condenser pumps and cooling towers."""
+
+    pumps: Num
+    pump_kw: Num
+    tower_heat_kw: Num
+    cw_target_c: Num
+    fan_speed: Num
+    tower_kw: Num
+    rejected_kw: Num
+
+
+def operating_point(k: PlantConstants, x: OperatingInputs[Num]) -> OperatingPoint[Num]:
+    """Compose the component models at these inputs.
+
+    ``x.chillers_running`` / ``x.economizer_on`` are the plant's staged states; ``None``
+    means "as staging would settle" (quasi-steady evaluation). ``x.lag_rates_per_s`` are
     the rates (1 - exp(-dt / tau)) / dt at which the room, chilled-water and condenser
     loops are pulled towards their targets; each loop's controller removes the heat
     arriving plus C * (T - target) * rate, within what its equipment can do, so that
     temperatures follow first-order lags when capacity allows and energy is conserved
     when it does not. Zero rates: quasi-steady (states at their targets).
-    ``econ_tower_c``: ``economizer_tower_c`` at this wet-bulb, if the caller has it.
     """
     cfg = k.cfg
-    air, srv, ch, ec, dyn = cfg.airside, cfg.servers, cfg.chiller, cfg.economizer, cfg.dynamics
-    room_rate, chw_rate, cw_rate = lag_rates_per_s
-    # Hall: servers, CRAH fans, recirculation.
-    it_kw = airside.it_power_kw(srv, base_it_kw, rack_inlet_c)
-    server_air = airside.server_airflow_m3_s(srv, base_it_kw, rack_inlet_c)
-    crah_air = airside.crah_airflow_m3_s(air, server_air, crahs_available)
-    fan_kw = airside.crah_fan_power_kw(air, crah_air, crahs_available)
-    recirc_k = airside.recirculation_rise_k(air, server_air, crah_air, it_kw)
-    rack_target = supply_air_c + air.mixing_offset_k + recirc_k
-    rack_max_offset = (air.hotspot_offset_k - air.mixing_offset_k) + (air.hotspot_recirc_gain - 1.0) * recirc_k
-    # Coils: the heat they take (room air and racks follow their lag), the supply air
-    # they can reach and the water they draw.
-    coil_kw = vpos(it_kw + fan_kw + dyn.room_capacity_kj_per_k * (rack_inlet_c - rack_target) * room_rate)
-    ua = airside.coil_ua_kw_per_k(air, k.coil_design_ua_kw_per_k, crah_air, crahs_available)
-    max_water = crahs_available * k.coil_design_flow_kg_s * air.max_water_flow_ratio
-    min_approach = airside.coil_min_approach_k(coil_kw, crah_air, ua, max_water)
-    sa_target = vmax(supply_air_sp_c, chw_c + min_approach)
-    rise = airside.coil_water_rise_k(coil_kw, crah_air, ua, vmax(supply_air_c - chw_c, min_approach))
-    coil_flow = coil_kw / (CP_WATER_KJ_PER_KG_K * vmax(rise, 1e-3))
-    coil_flow = vmin(coil_flow, max(max_water, 1e-9))
-    # Chilled-water loop: pumps, bypass, return temperature.
-    cw_in = chiller.entering_cw_c(ch, cw_c)
-    unit_cap = chiller.unit_capacity_kw(ch, chw_c, cw_in)
-    staged_guess: Num = chillers_running if chillers_running is not None else chiller.chillers_needed(
-        ch, coil_kw, unit_cap, chillers_available
-    )
-    chw_flow = hydronics.plant_flow_kg_s(
-        ch, coil_flow, staged_guess, cfg.pumps.chw_min_speed * k.chw_pump_design_flow_kg_s
-    )
-    chw_pump_kw = hydronics.chw_pump_power_kw(cfg.pumps, chw_flow, k.chw_pump_design_flow_kg_s)
-    heat_in = coil_kw + chw_pump_kw
-    chw_return = hydronics.return_temperature_c(chw_c, heat_in, chw_flow)
-    # Economiser: enable decision, then the share the HX carries at today's tower water.
-    if econ_tower_c is None:
-        econ_tower_c = economizer_tower_c(k, wetbulb_c)
-    margin = economizer.economizer_margin_k(econ_tower_c, ec.hx_approach_k, chw_return)
-    econ_on: Num = economizer_on if economizer_on is not None else vstep(margin - ec.enable_margin_k)
-    if not ec.enabled:
-        econ_on = econ_on * 0.0
-    share = econ_on * economizer.economizer_share(cw_c, ec.hx_approach_k, chw_sp_c, chw_return)
-    # Chillers: staging, then what the plant removes to follow the loop's lag.
-    needed = chiller.chillers_needed(ch, heat_in * (1.0 - share), unit_cap, chillers_available)
-    staged: Num = chillers_running if chillers_running is not None else needed
-    running = vmin(staged, chillers_available)
-    # Economiser on and no chiller running: the HX carries everything and the supply
-    # floats up to what the HX makes.
-    hx_only = econ_on * (1.0 - vstep(running))
-    share = vwhere(hx_only > 0.0, share * 0.0 + 1.0, share)
-    chw_target = vmax(chw_sp_c, hx_only * (cw_c + ec.hx_approach_k))
-    wanted = vpos(heat_in + dyn.chw_loop_capacity_kj_per_k * (chw_c - chw_target) * chw_rate)
-    hx_kw = share * wanted
-    mech_kw = wanted - hx_kw
-    chiller_kw = chiller.chiller_power_kw(ch, mech_kw, chw_c, cw_in, running, unit_cap)
-    delivered = vmin(mech_kw, running * unit_cap)
-    unmet = mech_kw - delivered
-    # Condenser water and towers.
-    pumps = vmin(running + econ_on * float(ec.cw_pumps), float(ch.count))
-    cw_pump_kw = hydronics.cw_pump_power_kw(cfg.pumps, pumps)
-    tower_heat = delivered + hx_kw + chiller_kw + cw_pump_kw
-    cw_flow = pumps * cfg.pumps.cw_flow_per_pump_kg_s
-    range_k = tower_heat / (CP_WATER_KJ_PER_KG_K * vmax(cw_flow, 1e-9))
-    tower_target = vwhere(econ_on > 0.0, vmin(cw_sp_c, chw_sp_c - ec.hx_approach_k), cw_sp_c)
-    cw_target, fan_speed, tower_kw = tower.tower_operation(
-        cfg.tower, wetbulb_c, range_k, pumps / cfg.tower.cells, tower_target, k.tower_design_ratio
-    )
-    rejected = vpos(tower_heat + dyn.cw_loop_capacity_kj_per_k * (cw_c - cw_target) * cw_rate)
+    hall = _hall(k, x)
+    coils = _coils(k, x, hall)
+    chw = _chilled_water(k, x, coils)
+    plant = _economiser_and_chillers(k, x, chw)
+    cond = _condenser(k, x, plant)
+    it_kw, fan_kw = hall.it_kw, hall.fan_kw
+    chiller_kw, tower_kw, chw_pump_kw, cw_pump_kw = plant.chiller_kw, cond.tower_kw, chw.pump_kw, cond.pump_kw
     cooling_kw = chiller_kw + tower_kw + chw_pump_kw + cw_pump_kw + fan_kw
     facility_kw = it_kw * (1.0 + cfg.facility.ups_loss_fraction) + cooling_kw + cfg.facility.fixed_losses_kw
     return OperatingPoint(
         it_power_kw=it_kw,
         crah_fan_power_kw=fan_kw,
-        crah_airflow_m3_s=crah_air,
-        server_airflow_m3_s=server_air,
-        rack_inlet_mean_target_c=rack_target,
-        rack_inlet_max_offset_k=rack_max_offset,
-        supply_air_target_c=sa_target,
-        coil_heat_kw=coil_kw,
-        coil_water_flow_kg_s=coil_flow,
-        chw_flow_kg_s=chw_flow,
+        crah_airflow_m3_s=hall.crah_air_m3_s,
+        server_airflow_m3_s=hall.server_air_m3_s,
+        rack_inlet_mean_target_c=hall.rack_target_c,
+        rack_inlet_max_offset_k=hall.rack_max_offset_k,
+        supply_air_target_c=coils.supply_air_target_c,
+        coil_heat_kw=coils.heat_kw,
+        coil_water_flow_kg_s=coils.water_flow_kg_s,
+        chw_flow_kg_s=chw.flow_kg_s,
         chw_pump_power_kw=chw_pump_kw,
-        chw_return_c=chw_return,
-        plant_heat_in_kw=heat_in,
-        plant_load_kw=hx_kw + delivered,
-        economizer_margin_k=margin,
-        economizer_on=econ_on,
-        economizer_share=share,
-        chillers_needed=needed,
-        chiller_unit_capacity_kw=unit_cap,
-        chillers_running=running,
+        chw_return_c=chw.return_c,
+        plant_heat_in_kw=chw.heat_in_kw,
+        plant_load_kw=plant.hx_kw + plant.delivered_kw,
+        economizer_margin_k=plant.economizer_margin_k,
+        economizer_on=plant.economizer_on,
+        economizer_share=plant.economizer_share,
+        chillers_needed=plant.chillers_needed,
+        chiller_unit_capacity_kw=chw.unit_capacity_kw,
+        chillers_running=plant.chillers_running,
         chiller_power_kw=chiller_kw,
-        chiller_load_kw=delivered,
-        unmet_load_kw=unmet,
-        chw_supply_target_c=chw_target,
-        cw_pumps_running=pumps,
+        chiller_load_kw=plant.delivered_kw,
+        unmet_load_kw=plant.unmet_kw,
+        chw_supply_target_c=plant.chw_target_c,
+        cw_pumps_running=cond.pumps,
         cw_pump_power_kw=cw_pump_kw,
-        tower_heat_kw=tower_heat,
-        heat_rejected_kw=rejected,
-        cw_supply_target_c=cw_target,
-        tower_fan_speed=fan_speed,
+        tower_heat_kw=cond.tower_heat_kw,
+        heat_rejected_kw=cond.rejected_kw,
+        cw_supply_target_c=cond.cw_target_c,
+        tower_fan_speed=cond.fan_speed,
         tower_fan_power_kw=tower_kw,
         cooling_power_kw=cooling_kw,
         facility_power_kw=facility_kw,
     )
+
+
+def _hall(k: PlantConstants, x: OperatingInputs[Num]) -> _Hall[Num]:
+    """Servers, CRAH fans, recirculation: the rack inlet the room settles to."""
+    air, srv = k.cfg.airside, k.cfg.servers
+    it_kw = airside.it_power_kw(srv, x.base_it_power_kw, x.rack_inlet_mean_c)
+    server_air = airside.server_airflow_m3_s(srv, x.base_it_power_kw, x.rack_inlet_mean_c)
+    crah_air = airside.crah_airflow_m3_s(air, server_air, x.crahs_available)
+    fan_kw = airside.crah_fan_power_kw(air, crah_air, x.crahs_available)
+    recirc_k = airside.recirculation_rise_k(air, server_air, crah_air, it_kw)
+    rack_target = x.supply_air_c + air.mixing_offset_k + recirc_k
+    rack_max_offset = (air.hotspot_offset_k - air.mixing_offset_k) + (air.hotspot_recirc_gain - 1.0) * recirc_k
+    return _Hall(it_kw, server_air, crah_air, fan_kw, rack_target, rack_max_offset)
+
+
+def _coils(k: PlantConstants, x: OperatingInputs[Num], hall: _Hall[Num]) -> _Coils[Num]:
+    """The heat the coils take (room air and racks follow their lag), the supply air they
+    can reach and the water they draw."""
+    air, dyn = k.cfg.airside, k.cfg.dynamics
+    room_rate = x.lag_rates_per_s[0]
+    chw_c, crah_air = x.chw_supply_c, hall.crah_air_m3_s
+    coil_kw = vpos(hall.it_kw + hall.fan_kw
+                   + dyn.room_capacity_kj_per_k * (x.rack_inlet_mean_c - hall.rack_target_c) * room_rate)
+    ua = airside.coil_ua_kw_per_k(air, k.coil_design_ua_kw_per_k, crah_air, x.crahs_available)
+    max_water = x.crahs_available * k.coil_design_flow_kg_s * air.max_water_flow_ratio
+    min_approach = airside.coil_min_approach_k(coil_kw, crah_air, ua, max_water)
+    sa_target = vmax(x.supply_air_sp_c, chw_c + min_approach)
+    rise = airside.coil_water_rise_k(coil_kw, crah_air, ua, vmax(x.supply_air_c - chw_c, min_approach))
+    coil_flow = coil_kw / (CP_WATER_KJ_PER_KG_K * vmax(rise, 1e-3))
+    coil_flow = vmin(coil_flow, max(max_water, 1e-9))
+    return _Coils(coil_kw, sa_target, coil_flow)
+
+
+def _chilled_water(k: PlantConstants, x: OperatingInputs[Num], coils: _Coils[Num]) -> _ChilledWater[Num]:
+    """Chilled-water loop: chiller capacity at today's temperatures, pumps, bypass, return temperature."""
+    cfg, ch = k.cfg, k.cfg.chiller
+    cw_in = chiller.entering_cw_c(ch, x.cw_supply_c)
+    unit_cap = chiller.unit_capacity_kw(ch, x.chw_supply_c, cw_in)
+    staged_guess: Num = x.chillers_running if x.chillers_running is not None else chiller.chillers_needed(
+        ch, coils.heat_kw, unit_cap, x.chillers_available
+    )
+    chw_flow = hydronics.plant_flow_kg_s(
+        ch, coils.water_flow_kg_s, staged_guess, cfg.pumps.chw_min_speed * k.chw_pump_design_flow_kg_s
+    )
+    chw_pump_kw = hydronics.chw_pump_power_kw(cfg.pumps, chw_flow, k.chw_pump_design_flow_kg_s)
+    heat_in = coils.heat_kw + chw_pump_kw
+    chw_return = hydronics.return_temperature_c(x.chw_supply_c, heat_in, chw_flow)
+    return _ChilledWater(cw_in, unit_cap, chw_flow, chw_pump_kw, heat_in, chw_return)
+
+
+def _economiser_and_chillers(
+    k: PlantConstants, x: OperatingInputs[Num], chw: _ChilledWater[Num]
+) -> _ChillerPlant[Num]:
+    """Economiser enable and the share the HX carries at today's tower water; then chiller
+    staging and what the plant removes to follow the loop's lag."""
+    ch, ec, dyn = k.cfg.chiller, k.cfg.economizer, k.cfg.dynamics
+    chw_rate = x.lag_rates_per_s[1]
+    chw_c, cw_c, heat_in = x.chw_supply_c, x.cw_supply_c, chw.heat_in_kw
+    econ_tower_c = x.economizer_tower_c
+    if econ_tower_c is None:
+        econ_tower_c = economizer_tower_c(k, x.wetbulb_c)
+    margin = economizer.economizer_margin_k(econ_tower_c, ec.hx_approach_k, chw.return_c)
+    econ_on: Num = x.economizer_on if x.economizer_on is not None else vstep(margin - ec.enable_margin_k)
+    if not ec.enabled:
+        econ_on = econ_on * 0.0
+    share = econ_on * economizer.economizer_share(cw_c, ec.hx_approach_k, x.chw_supply_sp_c, chw.return_c)
+    needed = chiller.chillers_needed(ch, heat_in * (1.0 - share), chw.unit_capacity_kw, x.chillers_available)
+    staged: Num = x.chillers_running if x.chillers_running is not None else needed
+    running = vmin(staged, x.chillers_available)
+    # Economiser on and no chiller running: the HX carries everything and the supply
+    # floats up to what the HX makes.
+    hx_only = econ_on * (1.0 - vstep(running))
+    share = vwhere(hx_only > 0.0, share * 0.0 + 1.0, share)
+    chw_target = vmax(x.chw_supply_sp_c, hx_only * (cw_c + ec.hx_approach_k))
+    wanted = vpos(heat_in + dyn.chw_loop_capacity_kj_per_k * (chw_c - chw_target) * chw_rate)
+    hx_kw = share * wanted
+    mech_kw = wanted - hx_kw
+    chiller_kw = chiller.chiller_power_kw(ch, mech_kw, chw_c, chw.entering_cw_c, running, chw.unit_capacity_kw)
+    delivered = vmin(mech_kw, running * chw.unit_capacity_kw)
+    unmet = mech_kw - delivered
+    return _ChillerPlant(margin, econ_on, share, needed, running, chw_target, hx_kw, chiller_kw, delivered, unmet)
+
+
+def _condenser(k: PlantConstants, x: OperatingInputs[Num], plant: _ChillerPlant[Num]) -> _Condenser[Num]:
+    """Condenser water and towers: pumps, the heat arriving, what the towers deliver and reject."""
+    cfg, ec = k.cfg, k.cfg.economizer
+    cw_rate = x.lag_rates_per_s[2]
+    econ_on, cw_sp_c = plant.economizer_on, x.cw_supply_sp_c
+    pumps = vmin(plant.chillers_running + econ_on * float(ec.cw_pumps), float(cfg.chiller.count))
+    cw_pump_kw = hydronics.cw_pump_power_kw(cfg.pumps, pumps)
+    tower_heat = plant.delivered_kw + plant.hx_kw + plant.chiller_kw + cw_pump_kw
+    cw_flow = pumps * cfg.pumps.cw_flow_per_pump_kg_s
+    range_k = tower_heat / (CP_WATER_KJ_PER_KG_K * vmax(cw_flow, 1e-9))
+    tower_target = vwhere(econ_on > 0.0, vmin(cw_sp_c, x.chw_supply_sp_c - ec.hx_approach_k), cw_sp_c)
+    cw_target, fan_speed, tower_kw = tower.tower_operation(
+        cfg.tower, x.wetbulb_c, range_k, pumps / cfg.tower.cells, tower_target, k.tower_design_ratio
+    )
+    rejected = vpos(tower_heat + k.cfg.dynamics.cw_loop_capacity_kj_per_k * (x.cw_supply_c - cw_target) * cw_rate)
+    return _Condenser(pumps, cw_pump_kw, tower_heat, cw_target, fan_speed, tower_kw, rejected)

@@ -3,6 +3,12 @@
 The simulator implements it; a user's own digital twin can too, and everything that
 runs closed loop (history generation, the demo, evaluation, the soak) takes a Plant.
 The command line loads one from ``module:factory``.
+
+`SteadyStatePlant` is a second, optional seam: a plant that can also answer "where
+would you settle under these candidate setpoints?" from its own noise-free model. The
+oracle (``coolpilot.harness.oracle``) searches such a plant; the evaluation runs the
+oracle only where ``isinstance(plant, SteadyStatePlant)`` holds and notes why not
+otherwise. ``simulator.plant_sim.SimulatedPlant`` implements both.
 """
 
 from __future__ import annotations
@@ -13,8 +19,19 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
+
 #: Keyword arguments a plant factory may take; each is passed only where its signature does.
 FACTORY_ARGS: tuple[str, ...] = ("climate", "workload", "start", "seed")
+
+#: What `SteadyStatePlant.steady_state` must return, one array of N values each: the
+#: quasi-steady cooling power [kW], hottest rack inlet [C], and the chilled-water,
+#: supply-air and condenser-water temperatures reached [C] (which fall short of an
+#: unreachable setpoint). An implementation may return more.
+STEADY_STATE_KEYS: tuple[str, ...] = (
+    "cooling_power_kw", "rack_inlet_max_c", "chw_supply_c", "supply_air_c", "cw_supply_c",
+)
 
 
 @runtime_checkable
@@ -50,6 +67,28 @@ class Plant(Protocol):
 
     def advance(self, seconds: float) -> None:
         """Advance plant time; records are produced every ``record_interval_s``."""
+        ...
+
+
+@runtime_checkable
+class SteadyStatePlant(Protocol):
+    """A plant whose own true model can be searched: what the oracle needs, and nothing else.
+
+    Optional: a `Plant` need not implement it (a real site or a co-simulation cannot),
+    and then the evaluation skips the oracle with a note.
+    """
+
+    def setpoints(self) -> dict[str, float]:
+        """The setpoints currently in force, by setpoint role (the search starts from these)."""
+        ...
+
+    def steady_state(self, setpoints: npt.NDArray[np.float64]) -> Mapping[str, npt.NDArray[np.float64]]:
+        """Quasi-steady true response to N candidate setpoints.
+
+        ``setpoints``: shape (N, 3), columns in ``db.roles.SETPOINT_ROLES`` order [C];
+        at today's weather and load, with the local loops settled. Returns at least
+        ``STEADY_STATE_KEYS``, each an array of N values.
+        """
         ...
 
 

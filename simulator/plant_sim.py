@@ -1,6 +1,7 @@
 """The simulated plant: drivers, lagged temperatures, staging, sensors and faults in time.
 
-``SimulatedPlant`` implements ``simulator.plant.Plant``. Each internal step (at most
+``SimulatedPlant`` implements ``simulator.plant.Plant`` and, for the oracle,
+``simulator.plant.SteadyStatePlant`` (``steady_state``). Each internal step (at most
 one minute) evaluates the quasi-steady operating point at the current lagged states
 (``simulator.operating_point``), moves each state one first-order lag towards its
 target, books the heat released by thermal storage, and runs the staging and
@@ -26,11 +27,13 @@ from simulator.drivers import HourlySeries, Weather, hours_since_new_year, load_
 from simulator.faults import FAULT_KINDS, FaultEvent, FaultSchedule, validate_fault
 from simulator.operating_point import (
     NO_LAG,
+    OperatingInputs,
     OperatingPoint,
     PlantConstants,
     economizer_tower_c,
     operating_point,
 )
+from simulator.plant import Plant, SteadyStatePlant
 from simulator.sensors import SensorBank, SensorDefects
 
 FloatArray = npt.NDArray[np.float64]
@@ -42,8 +45,11 @@ TOTALS = ("it_kwh", "cooling_kwh", "facility_kwh", "heat_rejected_kwh", "chiller
           "crah_fan_kwh", "unmet_kwh", "economizer_hours")
 
 
-class SimulatedPlant:
-    """Digital twin of the default chilled-water plant (see ``simulator.config``)."""
+class SimulatedPlant(Plant, SteadyStatePlant):
+    """Digital twin of the default chilled-water plant (see ``simulator.config``).
+
+    A `Plant`, and a `SteadyStatePlant` (``steady_state``) that the oracle can search.
+    """
 
     def __init__(
         self,
@@ -195,11 +201,12 @@ class SimulatedPlant:
         wb, base = self._drivers_now()
         op = None
         for _ in range(STEADY_STATE_ITERATIONS):
-            op = operating_point(
-                self._k, wetbulb_c=wb, base_it_kw=base, chw_sp_c=chw_sp, supply_air_sp_c=sa_sp, cw_sp_c=cw_sp,
-                chw_c=chw, supply_air_c=sa, rack_inlet_c=rack, cw_c=cw,
+            op = operating_point(self._k, OperatingInputs(
+                wetbulb_c=wb, base_it_power_kw=base,
+                chw_supply_sp_c=chw_sp, supply_air_sp_c=sa_sp, cw_supply_sp_c=cw_sp,
+                chw_supply_c=chw, supply_air_c=sa, rack_inlet_mean_c=rack, cw_supply_c=cw,
                 chillers_available=self._chillers_available, crahs_available=self._crahs_available,
-            )
+            ))
             # Short of capacity, the supply settles warmer by the unmet heat on the plant flow.
             chw = op.chw_supply_target_c + op.unmet_load_kw / (CP_WATER_KJ_PER_KG_K * op.chw_flow_kg_s)
             sa, rack, cw = op.supply_air_target_c, op.rack_inlet_mean_target_c, op.cw_supply_target_c
@@ -228,16 +235,16 @@ class SimulatedPlant:
     def _op(self, settled: bool = False, rates_dt: float | None = None) -> OperatingPoint[float]:
         h = self._h0 + self._t_s / 3600.0
         chw_sp, sa_sp, cw_sp = self._sp
-        return operating_point(
-            self._k, wetbulb_c=self._wetbulb.at(h), base_it_kw=base_it_power_kw(self.config.servers, self._util.at(h)),
-            chw_sp_c=chw_sp, supply_air_sp_c=sa_sp, cw_sp_c=cw_sp,
-            chw_c=self._chw, supply_air_c=self._sa, rack_inlet_c=self._rack, cw_c=self._cw,
+        return operating_point(self._k, OperatingInputs(
+            wetbulb_c=self._wetbulb.at(h), base_it_power_kw=base_it_power_kw(self.config.servers, self._util.at(h)),
+            economizer_tower_c=self._econ_tower.at(h),
+            chw_supply_sp_c=chw_sp, supply_air_sp_c=sa_sp, cw_supply_sp_c=cw_sp,
+            chw_supply_c=self._chw, supply_air_c=self._sa, rack_inlet_mean_c=self._rack, cw_supply_c=self._cw,
+            chillers_available=self._chillers_available, crahs_available=self._crahs_available,
             chillers_running=None if settled else self._n_run,
             economizer_on=None if settled else self._econ,
-            chillers_available=self._chillers_available, crahs_available=self._crahs_available,
             lag_rates_per_s=NO_LAG if settled else self._lag_rates(rates_dt or self._step_s),
-            econ_tower_c=self._econ_tower.at(h),
-        )
+        ))
 
     def _settle(self) -> None:
         """Start at rest: states at their quasi-steady values for the initial setpoints."""

@@ -42,6 +42,9 @@ class PhysicsForecaster:
     def horizon_min(self) -> int:
         return 60
 
+    def setpoint_roles(self) -> tuple[str, ...]:
+        return SETPOINT_ROLES
+
     def required_roles(self) -> tuple[str, ...]:
         return ("it_power_kw", "outdoor_drybulb_c", "rack_inlet_max_c")
 

@@ -122,12 +122,12 @@ def cannot_load() -> None:
     [
         ({"now": later(30)}, "bad_data", "rack_inlet_max_c: freshness"),
         ({"model": None}, "no_model", "no trained model"),
-        ({"model": None, "model_problem": "cannot load model: sha256 mismatch"}, "model_error", "sha256"),
+        ({"model": None, "problems": {"model": "cannot load model: sha256 mismatch"}}, "model_error", "sha256"),
         ({"model": Raising()}, "model_error", "FloatingPointError: weights are NaN"),
         ({"model": PhysicsForecaster(inlet_std_c=2.0)}, "uncertain", "rack-inlet std above"),
         ({"model": PhysicsForecaster(ood=4.0)}, "ood", "out-of-distribution"),
         ({"model": PhysicsForecaster(inlet_offset_k=8.0)}, "uncertain", "reaches the 27.0 C limit"),
-        ({"frame": None, "read_error": "cannot use database x: Connection refused"}, "db_error", "Connection refused"),
+        ({"frame": None, "problems": {"read": "cannot use database x: Connection refused"}}, "db_error", "Connection refused"),
     ],
 )
 def test_each_failure_falls_back_to_rules_with_its_reason(kwargs: dict[str, Any], code: str, needle: str) -> None:
@@ -139,10 +139,12 @@ def test_each_failure_falls_back_to_rules_with_its_reason(kwargs: dict[str, Any]
     assert_safe(d)
 
 
-def test_unknown_current_setpoints_fall_back() -> None:
+def test_unknown_current_setpoints_write_nothing() -> None:
+    # a step from unknown setpoints to a bound can trip chillers: hold, say why, send nothing
     frame = window().drop(columns=list(SETPOINT_ROLES))
     d = decide(frame, last={})
-    assert d.reason_code == "other" and "current setpoints unknown" in d.reason
+    assert d.reason_code == "setpoint_unknown" and "current setpoints unknown" in d.reason
+    assert not d.apply and d.new == {} and d.actuation == "not sent (current setpoints unknown)"
 
 
 def test_verification_veto_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:

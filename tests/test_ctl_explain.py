@@ -63,7 +63,7 @@ def test_metrics_accept_every_decision(mode: str) -> None:
     registry = CollectorRegistry()
     metrics = CoolpilotMetrics(registry)
     metrics.observe_decision(**d.metrics_fields())
-    expected_mode = "ai" if mode == "auto" else mode
+    expected_mode = mode
     assert registry.get_sample_value("coolpilot_mode", {"mode": expected_mode}) == 1.0
     fallback = registry.get_sample_value("coolpilot_fallback_active")
     assert fallback == (1.0 if d.outcome == "fallback" else 0.0)

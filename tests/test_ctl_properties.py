@@ -33,6 +33,9 @@ class ArbitraryForecaster:
     version = "arbitrary"
     horizon_min = 60
 
+    def setpoint_roles(self) -> tuple[str, ...]:
+        return SETPOINT_ROLES
+
     def required_roles(self) -> tuple[str, ...]:
         return ("it_power_kw", "rack_inlet_max_c")
 
@@ -121,6 +124,9 @@ def test_emitted_setpoints_are_always_safe(config: Config, frame: pd.DataFrame, 
     event(f"{d.outcome} {d.reason_code or ''}")
     env = config.envelope()
     ref = clamped_reference(d.previous, env)
+    if not d.new:  # a current setpoint is unknown: nothing may be written at all
+        assert d.reason_code == "setpoint_unknown" and not d.apply
+        return
     for role in SETPOINT_ROLES:
         b = env.bounds(role)
         value = d.new[role]

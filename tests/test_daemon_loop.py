@@ -91,9 +91,9 @@ def test_closed_loop_records_applies_and_publishes_every_cycle(
     assert "optimised" in outcomes or "hold" in outcomes, outcomes
 
     total = sum(rig.value("coolpilot_decisions_total", outcome=o)
-                for o in ("applied", "advised", "fallback", "unchanged", "error"))
+                for o in ("optimised", "hold", "fallback", "manual", "error"))
     assert total == 20
-    assert rig.value("coolpilot_mode", mode="ai") == 1.0 and rig.value("coolpilot_mode", mode="rules") == 0.0
+    assert rig.value("coolpilot_mode", mode="auto") == 1.0 and rig.value("coolpilot_mode", mode="rules") == 0.0
     for role in SETPOINT_ROLES:
         assert rig.value("coolpilot_setpoint_celsius", role=role) == pytest.approx(last.new[role])
     assert rig.value("coolpilot_cycle_duration_seconds_count") == 20

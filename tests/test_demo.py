@@ -99,7 +99,7 @@ def test_ctrl_c_ends_the_demo_cleanly_with_a_summary_and_metrics_were_served(tmp
     assert url is not None and any("cycle 1:" in x for x in lines), "".join(lines)
     with urllib.request.urlopen(url, timeout=10) as resp:
         body = resp.read().decode()
-    assert 'coolpilot_mode{mode="ai"} 1.0' in body
+    assert 'coolpilot_mode{mode="auto"} 1.0' in body
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=DEADLINE_S)
     assert proc.returncode == 0, "".join(lines) + err[-3000:]

@@ -35,7 +35,7 @@ COOLPILOT_NAME = re.compile(r"\bcoolpilot_[a-z0-9_]+")
 def exposed_series_names() -> set[str]:
     registry = CollectorRegistry()
     m = CoolpilotMetrics(registry)
-    m.observe_decision(mode="ai", outcome="applied", ts_s=1.0, cycle_duration_s=0.1)
+    m.observe_decision(mode="auto", outcome="optimised", ts_s=1.0, cycle_duration_s=0.1)
     m.observe_matured_forecast(100.0, 90.0, 80.0, 95.0)
     names = set()
     for line in generate_latest(registry).decode().splitlines():

@@ -174,16 +174,20 @@ def test_compare_computes_every_cross_controller_figure() -> None:
 
 
 def test_targets_report_met_and_shortfall() -> None:
-    cp = {"savings_vs_legacy_pct": 40.0, "savings_vs_tuned_pct": 8.5, "oracle_share_vs_tuned_pct": math.nan,
+    cp = {"net_saving_vs_tuned_pct": 8.5, "fallback_share_pct": math.nan,
           "excess_minutes_above_limit_vs_tuned": 10.0, "rack_inlet_max_c": 28.0}
     found = {t.name: t for t in ev.targets(cp)}
-    assert found["savings_vs_legacy_pct"].met and found["savings_vs_legacy_pct"].shortfall == 0.0
-    assert not found["savings_vs_tuned_pct"].met
-    assert found["savings_vs_tuned_pct"].shortfall == pytest.approx(1.5)
-    assert not found["oracle_share_vs_tuned_pct"].met  # unknown is not met
-    assert math.isnan(found["oracle_share_vs_tuned_pct"].shortfall)
+    assert set(found) == {"fallback_share_pct", "net_saving_vs_tuned_pct", "net_saving_vs_tuned_never_negative",
+                          "excess_minutes_above_limit_vs_tuned"}
+    assert not found["net_saving_vs_tuned_pct"].met
+    assert found["net_saving_vs_tuned_pct"].shortfall == pytest.approx(1.5)
+    assert found["net_saving_vs_tuned_never_negative"].met
+    assert found["net_saving_vs_tuned_never_negative"].shortfall == 0.0
+    assert not found["fallback_share_pct"].met  # unknown is not met
+    assert math.isnan(found["fallback_share_pct"].shortfall)
     assert found["excess_minutes_above_limit_vs_tuned"].shortfall == 10.0
-    assert found["rack_inlet_max_c"].met
+    with pytest.raises(ValueError, match="plant family"):
+        ev.targets(cp, "nowhere")
 
 
 def test_consistency_problems_catch_bad_figures() -> None:
@@ -295,18 +299,21 @@ def test_summary_diagnosis_and_report_name_the_missed_targets() -> None:
     cp = summary["controllers"]["coolpilot"]
     assert cp["fallback_share_pct"] == pytest.approx(100.0 / 3)
     assert cp["prediction"]["bias_kw"] == pytest.approx(10.0)
-    assert not summary["targets_met"]  # 75 % of the oracle's saving and 5 excess minutes
+    assert cp["net_saving_vs_tuned_pct"] == pytest.approx(20.0)  # (1300 - 1240) / 300: IT does not move
+    assert summary["best_baseline"] == "tuned"
+    assert not summary["targets_met"]  # a third of the cycles in fallback and 5 excess minutes
     summary.update(settings={"start": T0, "end": T0 + timedelta(hours=1), "days": 1 / 24, "records": 12,
                              "record_interval_s": INTERVAL_S, "plant": "x:y", "seed": 0, "train_days": 9,
                              "explore_share": 0.3, "rack_inlet_limit_c": 27.0, "inlet_change_limit_c_per_h": 20.0},
                    training={"version": "v1", "seconds": 1.0, "cooling_power_mae_kw": 5.0, "rack_inlet_mae_c": 0.2},
                    identical_start=True, skipped={})
     notes = diagnose(summary)
-    assert any(n.startswith("oracle_share_vs_tuned_pct: 75.00 %") and "missed by 10.00" in n for n in notes)
+    assert any(n.startswith("fallback_share_pct: 33.33 %") and "missed by 18.33" in n for n in notes)
+    assert any(n.startswith("excess_minutes_above_limit_vs_tuned: 5.00 min") for n in notes)
     assert any("ran the rules in 33.3 %" in n for n in notes)
     text = markdown({**summary, "diagnosis": notes})
-    assert "| CoolPilot (auto) | 240 | " in text
-    assert "| oracle_share_vs_tuned_pct | 75.00 % | >= 85.0 % | **no** | 10.00 |" in text
+    assert "| CoolPilot (auto) | 1240 | 240 | 1000 | " in text  # facility energy first, then cooling, IT
+    assert "| fallback_share_pct | " in text and "| 33.33 % | <= 15.0 % | **no** | 18.33 |" in text
     assert "not from a site" in text
 
 

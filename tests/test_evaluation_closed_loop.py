@@ -57,7 +57,7 @@ def test_report_json_and_plots_are_written(evaluated: tuple[dict[str, Any], Path
     report = (out / "report.md").read_text(encoding="utf-8")
     for label in ("legacy rules", "tuned rules", "CoolPilot (auto)", "oracle"):
         assert f"| {label} |" in report
-    assert len(summary["files"]["plots"]) == 4
+    assert len(summary["files"]["plots"]) == 5  # daily facility and cooling energy, setpoints, inlet, forecast
     for rel in summary["files"]["plots"]:
         png = (out / rel).read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000, rel
@@ -85,7 +85,11 @@ def test_figures_are_consistent(evaluated: tuple[dict[str, Any], Path]) -> None:
     assert summary["consistency_problems"] == []
     assert summary["identical_start"] is True
     targets = {t["name"]: t for t in summary["targets"]}
-    assert targets["savings_vs_tuned_pct"]["value"] == pytest.approx(c["coolpilot"]["savings_vs_tuned_pct"])
+    assert targets["net_saving_vs_tuned_pct"]["value"] == pytest.approx(c["coolpilot"]["net_saving_vs_tuned_pct"])
+    net = 100.0 * (c["tuned"]["facility_kwh"] - c["coolpilot"]["facility_kwh"]) / c["tuned"]["cooling_kwh"]
+    assert c["coolpilot"]["net_saving_vs_tuned_pct"] == pytest.approx(net)
+    assert summary["best_baseline"] == min(("legacy", "tuned"), key=lambda n: c[n]["facility_kwh"])
+    assert "own_controls" in summary["skipped"]  # only EnergyPlus models have controls of their own
     assert summary["targets_met"] == all(t["met"] for t in summary["targets"])
 
 

@@ -158,14 +158,16 @@ def test_a_heat_wave_beyond_the_training_data_raises_the_ood_score_and_the_contr
     during = [o for h, o in used if h]
     assert before and during and min(during) > max(before)  # coolpilot_ood_score rose with the heat
     limit = rig.holder.config.thresholds.max_ood_score
+    beyond = ("ood", "model_error")  # beyond the training range, or its forecasts drifted off: withdrawn
     for d in r.decisions[12:]:
-        if d.outcome == "fallback":  # a 10 K step first looks like a sensor spike, then like a new climate
-            assert d.reason_code == "ood" or "outdoor_drybulb_c: spike" in d.reason, d.reason
+        if d.outcome == "fallback":  # a 10 K step first looks like a spike (the model runs without it)
+            assert d.reason_code in beyond, d.reason
+            assert d.reason_code == "ood" or "forecast drift" in d.reason, d.reason
         else:  # the model may only act where it is sure: inputs no further out than its limit
             assert d.chosen is not None and d.chosen.ood_score <= limit
     # once the step no longer looks like a spike, the weather is beyond the training range: the rules decide
-    assert all(d.outcome == "fallback" and d.reason_code == "ood" for d in r.decisions[-10:])
-    assert rig.value("coolpilot_fallback_reason", reason="ood") == 1.0
+    assert all(d.outcome == "fallback" and d.reason_code in beyond for d in r.decisions[-10:])
+    assert max(rig.value("coolpilot_fallback_reason", reason=code) for code in beyond) == 1.0
 
 
 # -- model faults ----------------------------------------------------------------------

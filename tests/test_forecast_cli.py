@@ -100,16 +100,17 @@ def test_bad_history_gets_one_clear_line(sqlite_url: str, simulated: pd.DataFram
     code, _, err = run(capsys, "train", *common, "--site", "empty")
     assert code == 2 and "site 'empty' has no history" in err
 
-    write_wide(engine, simulated.drop(columns=["chw_return_c"]).iloc[:3000], site="no-return")
-    code, _, err = run(capsys, "train", *common, "--site", "no-return", "--days", "30")
-    assert code == 2 and "no readings for role(s) chw_return_c" in err
+    # a role the forecaster cannot do without (rack inlet) is named; one it can (chw return) is not needed
+    write_wide(engine, simulated.drop(columns=["rack_inlet_max_c"]).iloc[:3000], site="no-rack")
+    code, _, err = run(capsys, "train", *common, "--site", "no-rack", "--days", "30")
+    assert code == 2 and "rack_inlet_max_c" in err and "Traceback" not in err
 
     write_wide(engine, simulated.iloc[-800:], site="short")
     code, _, err = run(capsys, "train", *common, "--site", "short", "--days", "30")
     assert code == 2 and "too little history" in err and "7.0 days" in err
 
     gappy = simulated.iloc[:4000].copy()
-    gappy.loc[gappy.index[::4], "supply_air_c"] = np.nan
+    gappy.loc[gappy.index[::4], "cooling_power_kw"] = np.nan  # a target: gaps cannot be masked
     write_wide(engine, gappy, site="gappy")
     code, _, err = run(capsys, "train", *common, "--site", "gappy", "--days", "30")
     assert code == 2 and "mostly gaps" in err and "state or its lags" in err

@@ -74,7 +74,7 @@ def test_artifact_round_trip_is_exact_and_pickle_free(trained: TrainResult, hist
     assert sorted(p.name for p in tmp_path.iterdir()) == [trained.forecaster.version]  # no temp leftovers
     sidecar = json.loads((path / SIDECAR_FILE).read_text())
     assert sidecar["weights_sha256"] == digest and sidecar["horizon_min"] == 60
-    assert sidecar["targets"] == ["cooling_power_kw", "rack_inlet_max_c"]
+    assert sidecar["targets"] == ["cooling_power_kw", "rack_inlet_max_c", "it_power_kw"]  # IT power is metered
     for key in ("x_scaler", "y_scaler", "feature_names", "training", "libraries", "metrics", "conformal"):
         assert key in sidecar
     assert sidecar["training"]["data_hash"] == trained.report["data_hash"]

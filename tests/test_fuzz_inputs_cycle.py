@@ -46,6 +46,9 @@ def assert_safe(d: Decision, cfg: Config) -> None:
     """Every setpoint finite, inside the operator bounds, within one step of the (clamped) reference."""
     env = cfg.envelope()
     ref = clamped_reference(d.previous, env)
+    if not d.new:  # a current setpoint is unknown: nothing may be written at all
+        assert d.reason_code == "setpoint_unknown" and not d.apply
+        return
     assert set(d.new) == set(SETPOINT_ROLES)
     for role in SETPOINT_ROLES:
         b, value = env.bounds(role), d.new[role]

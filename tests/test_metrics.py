@@ -16,14 +16,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.bounds import RoleBounds, SetpointEnvelope
-from controller.service.metrics import (
-    FALLBACK_REASONS,
-    MODES,
-    OUTCOMES,
-    CoolpilotMetrics,
-    Decision,
-    serve,
-)
+from controller.config import MODES
+from controller.decision import REASON_CODES
+from controller.service.metric_series import OUTCOMES
+from controller.service.metrics import CoolpilotMetrics, CycleObservation, serve
 from db.roles import SETPOINT_ROLES
 from tests.prom_helpers import PROMTOOL, requires_promtool
 
@@ -123,7 +119,7 @@ def test_required_metrics_exist_with_their_types(registry: CollectorRegistry, me
 
 
 def test_label_children_exist_from_the_start(registry: CollectorRegistry, metrics: CoolpilotMetrics) -> None:
-    for reason in FALLBACK_REASONS:
+    for reason in REASON_CODES:
         assert value(registry, "coolpilot_fallbacks_total", reason=reason) == 0
         assert value(registry, "coolpilot_fallback_reason", reason=reason) == 0
     for outcome in OUTCOMES:
@@ -148,16 +144,16 @@ def test_never_uses_the_global_registry() -> None:
 
 def test_decision_converts_units_and_derives_pue(registry: CollectorRegistry, metrics: CoolpilotMetrics) -> None:
     metrics.observe_decision(
-        mode="ai", outcome="applied", ts_s=1_700_000_000.0,
+        mode="auto", outcome="optimised", ts_s=1_700_000_000.0,
         setpoints_c={"chw_supply_sp_c": 11.5, "supply_air_sp_c": 19.0, "cw_supply_sp_c": 24.0},
         it_power_kw=1000.0, cooling_power_kw=250.0, cooling_power_pred_kw=240.0,
         cooling_power_pred_lo_kw=220.0, cooling_power_pred_hi_kw=260.0, interval_level=0.9,
         rack_inlet_max_c=24.5, rack_inlet_pred_hi_c=25.5, rack_inlet_limit_c=27.0, ood_score=0.4,
         savings_kw=30.0, cycle_period_s=300.0, cycle_duration_s=0.2,
     )
-    assert value(registry, "coolpilot_mode", mode="ai") == 1
+    assert value(registry, "coolpilot_mode", mode="auto") == 1
     assert value(registry, "coolpilot_mode", mode="rules") == 0
-    assert value(registry, "coolpilot_decisions_total", outcome="applied") == 1
+    assert value(registry, "coolpilot_decisions_total", outcome="optimised") == 1
     assert value(registry, "coolpilot_fallback_active") == 0
     assert value(registry, "coolpilot_setpoint_celsius", role="chw_supply_sp_c") == 11.5
     assert value(registry, "coolpilot_it_power_watts") == 1_000_000.0
@@ -176,18 +172,18 @@ def test_decision_converts_units_and_derives_pue(registry: CollectorRegistry, me
 
 def test_fallback_cycle_sets_reason_and_blanks_forecasts(registry: CollectorRegistry,
                                                          metrics: CoolpilotMetrics) -> None:
-    metrics.observe_decision(mode="ai", outcome="applied", ts_s=100.0, cooling_power_pred_kw=240.0,
+    metrics.observe_decision(mode="auto", outcome="optimised", ts_s=100.0, cooling_power_pred_kw=240.0,
                              savings_kw=-5.0, cycle_period_s=300.0)
     assert value(registry, "coolpilot_savings_estimated_joules_total") == 0  # negative savings count 0
-    metrics.observe_decision({"mode": "ai", "outcome": "fallback", "ts_s": 400.0, "fallback_reason": "ood"})
-    metrics.observe_decision(Decision(mode="ai", outcome="fallback", ts_s=700.0, fallback_reason="ood"))
+    metrics.observe_decision({"mode": "auto", "outcome": "fallback", "ts_s": 400.0, "fallback_reason": "ood"})
+    metrics.observe_decision(CycleObservation(mode="auto", outcome="fallback", ts_s=700.0, fallback_reason="ood"))
     assert value(registry, "coolpilot_fallback_active") == 1
     assert value(registry, "coolpilot_fallback_reason", reason="ood") == 1
     assert value(registry, "coolpilot_fallback_reason", reason="no_model") == 0
     assert value(registry, "coolpilot_fallbacks_total", reason="ood") == 2
     assert value(registry, "coolpilot_decisions_total", outcome="fallback") == 2
     assert math.isnan(value(registry, "coolpilot_cooling_power_predicted_watts"))
-    metrics.observe_decision(mode="ai", outcome="error", ts_s=1000.0)
+    metrics.observe_decision(mode="auto", outcome="error", ts_s=1000.0)
     assert value(registry, "coolpilot_last_cycle_success_timestamp_seconds") == 700.0
     assert value(registry, "coolpilot_fallback_active") == 0
 
@@ -195,9 +191,9 @@ def test_fallback_cycle_sets_reason_and_blanks_forecasts(registry: CollectorRegi
 def test_unknown_label_values_stay_bounded(registry: CollectorRegistry, metrics: CoolpilotMetrics,
                                            caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="controller.service.metrics"):
-        metrics.observe_decision(mode="turbo", outcome="applied", ts_s=1.0, fallback_reason="cosmic_rays",
+        metrics.observe_decision(mode="turbo", outcome="optimised", ts_s=1.0, fallback_reason="cosmic_rays",
                                  setpoints_c={"made_up_sp_c": 3.0})
-        metrics.observe_decision(mode="turbo", outcome="applied", ts_s=2.0, fallback_reason="cosmic_rays")
+        metrics.observe_decision(mode="turbo", outcome="optimised", ts_s=2.0, fallback_reason="cosmic_rays")
     assert value(registry, "coolpilot_fallbacks_total", reason="other") == 2
     assert registry.get_sample_value("coolpilot_fallbacks_total", {"reason": "cosmic_rays"}) is None
     assert registry.get_sample_value("coolpilot_mode", {"mode": "turbo"}) is None
@@ -210,9 +206,9 @@ def test_unknown_label_values_stay_bounded(registry: CollectorRegistry, metrics:
 
 def test_bad_decision_fields_name_the_problem(metrics: CoolpilotMetrics) -> None:
     with pytest.raises(TypeError, match=r"unknown field.*pue_meassured"):
-        metrics.observe_decision(mode="ai", outcome="applied", ts_s=1.0, pue_meassured=1.2)
+        metrics.observe_decision(mode="auto", outcome="optimised", ts_s=1.0, pue_meassured=1.2)
     with pytest.raises(TypeError, match=r"missing required field.*ts_s"):
-        metrics.observe_decision({"mode": "ai", "outcome": "applied"})
+        metrics.observe_decision({"mode": "auto", "outcome": "optimised"})
 
 
 def test_matured_forecast_error_and_interval_misses(registry: CollectorRegistry,
@@ -268,7 +264,7 @@ def test_envelope_bounds_are_published(registry: CollectorRegistry, metrics: Coo
 
 @pytest.fixture
 def served(registry: CollectorRegistry, metrics: CoolpilotMetrics) -> Iterator[str]:
-    metrics.observe_decision(mode="ai", outcome="applied", ts_s=1.0, it_power_kw=500.0, cooling_power_kw=100.0,
+    metrics.observe_decision(mode="auto", outcome="optimised", ts_s=1.0, it_power_kw=500.0, cooling_power_kw=100.0,
                              cycle_duration_s=0.3)
     server = serve(registry, port=0)
     try:
@@ -307,8 +303,8 @@ def test_promtool_check_metrics_on_a_live_scrape(served: str) -> None:
 def test_savings_energy_uses_the_configured_cycle_period() -> None:
     registry = CollectorRegistry()
     m = CoolpilotMetrics(registry, cycle_period_s=300.0)
-    m.observe_decision(mode="ai", outcome="applied", ts_s=1.0, savings_kw=10.0)
-    m.observe_decision(mode="ai", outcome="applied", ts_s=2.0, savings_kw=10.0, cycle_period_s=60.0)
+    m.observe_decision(mode="auto", outcome="optimised", ts_s=1.0, savings_kw=10.0)
+    m.observe_decision(mode="auto", outcome="optimised", ts_s=2.0, savings_kw=10.0, cycle_period_s=60.0)
     assert value(registry, "coolpilot_savings_estimated_joules_total") == pytest.approx(10_000.0 * 360.0)
-    m.observe_decision(mode="manual", outcome="applied", ts_s=3.0)
+    m.observe_decision(mode="manual", outcome="manual", ts_s=3.0)
     assert value(registry, "coolpilot_mode", mode="manual") == 1

@@ -19,7 +19,7 @@ pytestmark = requires_prometheus
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     registry = CollectorRegistry()
     metrics = CoolpilotMetrics(registry)
-    metrics.observe_decision(mode="ai", outcome="applied", ts_s=time.time(), it_power_kw=800.0,
+    metrics.observe_decision(mode="auto", outcome="optimised", ts_s=time.time(), it_power_kw=800.0,
                              cooling_power_kw=200.0, cooling_power_pred_kw=190.0, cycle_duration_s=0.4,
                              rack_inlet_max_c=24.0, rack_inlet_limit_c=27.0)
     metrics.observe_matured_forecast(200.0, 190.0, 180.0, 210.0)

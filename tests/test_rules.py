@@ -23,9 +23,13 @@ def test_legacy_is_fixed_and_conservative() -> None:
 
 
 def test_tuned_resets_with_load_weather_and_hot_racks() -> None:
-    light = rule_setpoints("tuned", {**TYPICAL, "it_power_kw": 400.0})
-    heavy = rule_setpoints("tuned", {**TYPICAL, "it_power_kw": 950.0})
+    hall = TunedRules(design_it_kw=1000.0)  # the load reset scales with the hall's own design load
+    light = rule_setpoints("tuned", {**TYPICAL, "it_power_kw": 400.0}, tuned=hall)
+    heavy = rule_setpoints("tuned", {**TYPICAL, "it_power_kw": 950.0}, tuned=hall)
     assert light["chw_supply_sp_c"] > heavy["chw_supply_sp_c"]
+    small = TunedRules(design_it_kw=100.0)  # a 100 kW hall at 95 kW is at full load, not light load
+    assert rule_setpoints("tuned", {**TYPICAL, "it_power_kw": 95.0}, tuned=small)["chw_supply_sp_c"] == \
+        pytest.approx(rule_setpoints("tuned", {**TYPICAL, "it_power_kw": 950.0}, tuned=hall)["chw_supply_sp_c"])
     cool = rule_setpoints("tuned", {**TYPICAL, "outdoor_wetbulb_c": 5.0})
     assert cool["chw_supply_sp_c"] > rule_setpoints("tuned", TYPICAL)["chw_supply_sp_c"]  # economiser season
     assert rule_setpoints("tuned", TYPICAL)["cw_supply_sp_c"] == pytest.approx(20.0 + TunedRules().cw_approach_k)
@@ -78,3 +82,17 @@ def test_clamping_keeps_the_coil_approach_by_lowering_chilled_water_first() -> N
     assert custom["chw_supply_sp_c"] == 9.0
     with pytest.raises(ValueError, match="unknown rule preset"):
         rule_setpoints("clever", {})  # type: ignore[arg-type]
+
+
+def test_tuned_without_a_design_load_runs_mid_band_chilled_water() -> None:
+    # unknown design load: neither the light-load nor the full-load end, whatever the IT power
+    r = TunedRules()
+    mid = 0.5 * (r.chw_light_load_c + r.chw_full_load_c)
+    for it_kw in (50.0, 400.0, 5000.0):
+        assert rule_setpoints("tuned", {**TYPICAL, "it_power_kw": it_kw})["chw_supply_sp_c"] == pytest.approx(mid)
+
+
+def test_rules_return_only_the_controlled_setpoints() -> None:
+    env = SetpointEnvelope(roles={"supply_air_sp_c": RoleBounds(18.0, 27.0, 0.5)})
+    assert set(rule_setpoints("tuned", TYPICAL, env)) == {"supply_air_sp_c"}
+    assert rule_setpoints("legacy", TYPICAL, env) == {"supply_air_sp_c": 18.0}

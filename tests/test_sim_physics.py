@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from simulator import airside, chiller, economizer, hydronics, tower
 from simulator.config import AirsideConfig, ChillerConfig, PlantConfig, PumpConfig, ServerConfig, TowerConfig
-from simulator.operating_point import PlantConstants, operating_point
+from simulator.operating_point import OperatingInputs, PlantConstants, operating_point
 
 CH = ChillerConfig()
 TW = TowerConfig()
@@ -144,11 +144,11 @@ def test_economiser_share() -> None:
 
 
 def _point(k: PlantConstants, chw: Any, sa: Any, cw: Any, wb: float) -> Any:
-    return operating_point(
-        k, wetbulb_c=wb, base_it_kw=750.0, chw_sp_c=chw, supply_air_sp_c=sa, cw_sp_c=cw,
-        chw_c=chw, supply_air_c=sa, rack_inlet_c=sa + 0.5, cw_c=cw,
+    return operating_point(k, OperatingInputs(
+        wetbulb_c=wb, base_it_power_kw=750.0, chw_supply_sp_c=chw, supply_air_sp_c=sa, cw_supply_sp_c=cw,
+        chw_supply_c=chw, supply_air_c=sa, rack_inlet_mean_c=sa + 0.5, cw_supply_c=cw,
         chillers_available=3.0, crahs_available=10.0,
-    )
+    ))
 
 
 def test_operating_point_is_the_same_physics_on_floats_and_on_arrays() -> None:

@@ -10,8 +10,9 @@ between cycles. So:
   systemd watchdog is pinged from the loop, and the config file is polled for edits.
 * The control cycle runs as a job: every ``interval_s`` on the wall clock through
   APScheduler (`WallClockTrigger`, production), or back to back at N cycles per
-  second on a plant clock (`PacedTrigger`, demo and soak). Everything else is the
-  same code. Retraining runs on its own executor and never blocks the cycle.
+  second on a plant clock (`PacedTrigger`, demo and soak); both are
+  `controller.service.triggers`. Everything else is the same code. Retraining runs
+  on its own executor and never blocks the cycle.
 * A restart resumes from the database: the caller passes the last applied setpoints
   (``db.records.last_applied_setpoints``) as the rate-limit reference, so a crash
   never causes a jump.
@@ -22,7 +23,8 @@ between cycles. So:
 
 What each cycle publishes is `controller.service.cycle_metrics`; job timing and the scheduler
 set-up are `controller.service.scheduler`. Everything with side effects (clock, database,
-actuator, metrics registry, plant hooks, notifier) is injected through `DaemonParts`.
+actuator, metrics registry, plant hooks, notifier) is injected through `DaemonParts`;
+`coolpilot.wiring.build_parts` builds them for every entry point.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import FrameType
 from typing import Any, Protocol
 
@@ -57,10 +59,23 @@ from controller.service.scheduler import (
     make_scheduler,
 )
 from controller.service.sdnotify import SystemdNotifier
+from controller.service.triggers import (
+    CycleTrigger,
+    Jobs,
+    PacedTrigger,
+    Pacer,
+    WallClockTrigger,
+    cycle_interval_s,
+    describe,
+    plant_period_s,
+    schedule_jobs,
+)
 from db.engine import DatabaseError
 from db.grid import GRID, floor_to_grid
 from db.roles import REQUIRED_MEASUREMENT_ROLES, SETPOINT_ROLES
 from forecasting.protocol import Forecaster
+
+__all__ = ["CycleHook", "CycleReport", "CycleTrigger", "Daemon", "DaemonParts", "PacedTrigger", "WallClockTrigger"]
 
 log = logging.getLogger(__name__)
 
@@ -74,34 +89,6 @@ class CycleHook(Protocol):
     def before_cycle(self) -> None: ...
 
     def after_cycle(self, decision: Decision | None) -> None: ...
-
-
-@dataclass(frozen=True)
-class WallClockTrigger:
-    """Production: a cycle every ``interval_s`` [s] (the first at once); retraining by crontab (UTC)."""
-
-    interval_s: float
-    retrain_cron: str | None = None
-    quality_interval_s: float = 900.0
-    train_at_start: bool = False
-
-
-@dataclass(frozen=True)
-class PacedTrigger:
-    """Accelerated time: ``cycles_per_s`` cycles per wall-clock second (0: as fast as possible).
-
-    ``period_s``: plant time per cycle [s] (for energy counters); ``max_cycles``: stop
-    after that many (None: until told to stop).
-    """
-
-    cycles_per_s: float
-    period_s: float = 300.0
-    max_cycles: int | None = None
-    retrain_every_cycles: int | None = None
-    quality_every_cycles: int = 3
-
-
-CycleTrigger = WallClockTrigger | PacedTrigger
 
 
 @dataclass(frozen=True)
@@ -144,9 +131,8 @@ class Daemon:
         self.trigger = trigger
         self.last_applied: dict[str, float] = dict(parts.last_applied)
         self.tick_s = min(tick_s, parts.watchdog_interval_s or tick_s)
-        interval = trigger.interval_s if isinstance(trigger, WallClockTrigger) else (
-            1.0 / trigger.cycles_per_s if trigger.cycles_per_s > 0 else None)
-        self.period_s = trigger.interval_s if isinstance(trigger, WallClockTrigger) else trigger.period_s
+        interval = cycle_interval_s(trigger)
+        self.period_s = plant_period_s(trigger)
         self.stall_after_s = stall_after_s if stall_after_s is not None else max(3 * (interval or 0.0), 600.0)
         self.job_metrics = JobMetrics(parts.metrics.registry)
         quality_budget = trigger.quality_interval_s if isinstance(trigger, WallClockTrigger) else None
@@ -163,9 +149,7 @@ class Daemon:
         self._cycle_lock = threading.Lock()
         self._train_lock = threading.Lock()
         self._cancel_training = threading.Event()
-        self._pacer_stop = threading.Event()
-        self._pacer: threading.Thread | None = None
-        self._pacer_done = False
+        self._pacer: Pacer | None = None
         self._stop_flag = False
         self._reload_flag = False
         self._stalled = False
@@ -236,37 +220,23 @@ class Daemon:
         scheduler = make_scheduler()
         self.monitor.attach(scheduler)
         trig = self.trigger
+        jobs = Jobs(cycle=self._cycle_job, quality=self._quality_job,
+                    training=None if p.retrain is None else self._training_job,
+                    submit_quality=lambda: self._submit(self._quality_job, "quality"),
+                    submit_training=self.submit_training)
         if isinstance(trig, WallClockTrigger):
-            from apscheduler.triggers.cron import CronTrigger
-            from apscheduler.triggers.interval import IntervalTrigger
-
-            now = datetime.now(tz=scheduler.timezone)
-            scheduler.add_job(self._cycle_job, IntervalTrigger(seconds=trig.interval_s), id="cycle", name="cycle",
-                              next_run_time=now, misfire_grace_time=max(int(trig.interval_s // 2), 1))
-            scheduler.add_job(self._quality_job, IntervalTrigger(seconds=trig.quality_interval_s), id="quality",
-                              name="quality", next_run_time=now + timedelta(seconds=min(trig.quality_interval_s, 30)))
-            if p.retrain is not None and trig.retrain_cron:
-                scheduler.add_job(self._training_job, CronTrigger.from_crontab(trig.retrain_cron, timezone="UTC"),
-                                  id="training", name="training", executor=TRAINING_EXECUTOR,
-                                  misfire_grace_time=3600)
+            schedule_jobs(scheduler, trig, jobs)
         scheduler.start()
         self._scheduler = scheduler
         if isinstance(trig, WallClockTrigger) and trig.train_at_start and p.retrain is not None:
             log.info("no champion model yet: training now (rules decide until it is ready)")
             self.submit_training()
         if isinstance(trig, PacedTrigger):
-            self._pacer = threading.Thread(target=self._pace, args=(trig,), name="coolpilot-pacer", daemon=True)
+            self._pacer = Pacer(trig, jobs, stopping=lambda: self._stop_flag, on_done=self._poke)
             self._pacer.start()
         p.notifier.ready(f"running: mode {config.mode}, site {config.site_id}")
-        log.info("daemon running: mode %s, site %s, %s", config.mode, config.site_id, self._describe_trigger())
-
-    def _describe_trigger(self) -> str:
-        t = self.trigger
-        if isinstance(t, WallClockTrigger):
-            return f"a cycle every {t.interval_s:g} s" + (f", retraining at cron {t.retrain_cron!r} UTC"
-                                                          if t.retrain_cron and self.parts.retrain else "")
-        speed = "as fast as possible" if t.cycles_per_s <= 0 else f"{t.cycles_per_s:g} cycles per second"
-        return f"accelerated time, {speed}" + (f", {t.max_cycles} cycles" if t.max_cycles else "")
+        log.info("daemon running: mode %s, site %s, %s", config.mode, config.site_id,
+                 describe(trig, p.retrain is not None))
 
     def _loop(self) -> None:
         last_ping = -math.inf
@@ -284,7 +254,7 @@ class Daemon:
             if due and self._healthy():
                 self.parts.notifier.watchdog()
                 last_ping = time.monotonic()
-            if self._pacer_done:
+            if self._pacer is not None and self._pacer.done:
                 log.info("accelerated run finished after %d cycles", self.cycles)
                 break
 
@@ -334,9 +304,8 @@ class Daemon:
         self.parts.notifier.stopping("stopping: finishing the running cycle")
         log.info("stopping: finishing the running cycle")
         self._cancel_training.set()
-        self._pacer_stop.set()
         if self._pacer is not None:
-            self._pacer.join()
+            self._pacer.stop()
         if self._scheduler is not None:
             # Jobs first, under the scheduler's lock: APScheduler 3 flips to "stopped" before it
             # takes that lock, and a one-shot job it is removing at that moment kills its thread
@@ -346,30 +315,7 @@ class Daemon:
             self._scheduler = None
         log.info("stopped after %d cycles", self.cycles)
 
-    # -- accelerated time --------------------------------------------------------------
-    def _pace(self, trig: PacedTrigger) -> None:
-        period = 1.0 / trig.cycles_per_s if trig.cycles_per_s > 0 else 0.0
-        due = time.monotonic()
-        n = 0
-        try:
-            while not self._stop_flag and (trig.max_cycles is None or n < trig.max_cycles):
-                self._cycle_job()
-                n += 1
-                if trig.retrain_every_cycles and n % trig.retrain_every_cycles == 0:
-                    self.submit_training()
-                if trig.quality_every_cycles and n % trig.quality_every_cycles == 0:
-                    self._submit(self._quality_job, "quality")
-                if period > 0:
-                    due += period
-                    delay = due - time.monotonic()
-                    if delay < 0:  # behind: never burst to catch up (as APScheduler's coalesce)
-                        due = time.monotonic()
-                    elif self._pacer_stop.wait(delay):
-                        break
-        finally:
-            self._pacer_done = True
-            self._poke()
-
+    # -- one-off jobs ------------------------------------------------------------------
     def _submit(self, func: Callable[[], None], job: str, executor: str = "default") -> None:
         if self._scheduler is None or self._stop_flag:
             return

@@ -175,8 +175,9 @@ class Retrainer:
             if self.on_epoch is not None:
                 self.on_epoch(report)
 
-        spec = FeatureSpec()
-        frame = load_history(self.engine, self.site, self.history_days, spec)
+        # the site's own roles and varying setpoints decide the features (masking on)
+        frame = load_history(self.engine, self.site, self.history_days)
+        spec = FeatureSpec.for_history(frame)
         log.info("training on %d rows of site %r (%s .. %s)", len(frame), self.site, frame.index[0], frame.index[-1])
         result = fit_forecaster(frame, spec=spec, config=config, device=self.device, on_epoch=epoch,
                                 now=lambda: datetime.fromtimestamp(self._wall_clock(), UTC))

@@ -1,13 +1,21 @@
 """The figures of a closed-loop evaluation: pure functions on per-record frames.
 
 Why apart from the runner (``coolpilot.evaluation.run``): the headline numbers
-(cooling energy, PUE, savings, the share of the oracle's saving, thermal violations,
-inlet rate of change, setpoint moves, fallbacks) must be computed the same way for
-every controller and be checkable on small hand-built frames. A run frame has one row
-per record interval (UTC index): measurement roles (noise-free where the plant offers
-them), the setpoint roles in force after that record's decision, and optionally the
-energy booked over the interval (``it_kwh``, ``cooling_kwh``, ``facility_kwh``).
+(facility, cooling and IT energy, PUE, net savings, the share of the oracle's saving,
+thermal violations, inlet rate of change, setpoint moves, fallbacks, forecast error)
+must be computed the same way for every controller and be checkable on small
+hand-built frames. A run frame has one row per record interval (UTC index):
+measurement roles (noise-free where the plant offers them), the setpoint roles the
+plant has, in force after that record's decision, and optionally the energy booked
+over the interval (``it_kwh``, ``cooling_kwh``, ``facility_kwh``, ``other_kwh``).
 Temperatures in C, powers in kW, energies in kWh.
+
+Why facility energy comes first: where server power depends on inlet temperature (the
+EnergyPlus models' servers draw several % more per K), a controller can save cooling
+energy while the facility uses more. The headline is therefore the **net saving**
+against a baseline: (baseline facility kWh - facility kWh) / baseline cooling kWh, the
+facility energy saved as a share of what the baseline spent on cooling. Where IT
+power does not depend on the setpoints it equals the cooling saving.
 """
 
 from __future__ import annotations
@@ -23,39 +31,46 @@ import pandas as pd
 
 from db.roles import SETPOINT_ROLES
 
-CONTROLLERS: tuple[str, ...] = ("legacy", "tuned", "coolpilot", "oracle")
-BASELINES: tuple[str, ...] = ("legacy", "tuned")
+CONTROLLERS: tuple[str, ...] = ("legacy", "tuned", "own_controls", "coolpilot", "oracle")
+#: What CoolPilot is judged against: the rule presets and, on EnergyPlus, the model's own controls.
+#: The oracle is a yardstick (the best setpoints on the plant's own model), not a baseline.
+BASELINES: tuple[str, ...] = ("legacy", "tuned", "own_controls")
 ENERGY_COLUMNS: tuple[str, ...] = ("it_kwh", "cooling_kwh", "facility_kwh")
+OTHER_ENERGY = "other_kwh"  # facility energy that is neither IT nor cooling (UPS losses ...), where metered
+PLANT_FAMILIES: tuple[str, ...] = ("twin", "energyplus")
 ALLOWABLE_INLET_C = 32.0  # ASHRAE class A1 allowable upper inlet temperature [C]
 INLET_CHANGE_LIMIT_C_PER_H = 20.0  # ASHRAE limit on inlet temperature change within any hour [C/h]
 MOVE_TOLERANCE_K = 0.01  # setpoint changes smaller than this are not counted as moves [K]
-# Targets of the published figures (CoolPilot against the baselines and the oracle).
-TARGET_SAVINGS_VS_LEGACY_PCT = 30.0
-TARGET_SAVINGS_VS_TUNED_PCT = 10.0
-TARGET_ORACLE_SHARE_PCT = 85.0
+# Targets of the issue (CoolPilot against the baselines), per plant family.
+TARGET_FALLBACK_PCT = {"twin": 15.0, "energyplus": 20.0}  # share of cycles in fallback, at most [%]
+TARGET_NET_SAVING_VS_TUNED_PCT = 10.0  # twin: on average over the runs [%] (and never negative)
 
 
 def energy_kwh(frame: pd.DataFrame, interval_s: float) -> dict[str, float]:
-    """IT, cooling and facility energy over the frame [kWh].
+    """Facility, cooling and IT energy over the frame [kWh] (and ``other_kwh`` where booked).
 
-    Uses the per-interval energy columns (``it_kwh`` ...) where present, else power x
-    record interval, with missing readings filled by the mean power (a gap is not zero
-    power); facility defaults to IT + cooling when there is no meter.
+    Uses the per-interval energy columns (``facility_kwh`` ...: the plant's exact totals,
+    differenced per record) where present, else power x record interval, with missing
+    readings filled by the mean power (a gap is not zero power); facility defaults to
+    IT + cooling when there is no meter.
     """
     hours = interval_s / 3600.0
 
     def integral(power: pd.Series) -> float:
         return float(power.mean() * len(frame) * hours) if power.notna().any() else math.nan
 
-    out: dict[str, float] = {}
-    for key, power in (("it_kwh", "it_power_kw"), ("cooling_kwh", "cooling_power_kw")):
-        out[key] = float(frame[key].sum()) if key in frame else integral(frame[power])
+    parts: dict[str, float] = {}
+    for key, power in (("cooling_kwh", "cooling_power_kw"), ("it_kwh", "it_power_kw")):
+        parts[key] = float(frame[key].sum()) if key in frame else integral(frame[power])
     if "facility_kwh" in frame:
-        out["facility_kwh"] = float(frame["facility_kwh"].sum())
+        facility = float(frame["facility_kwh"].sum())
     elif "facility_power_kw" in frame and frame["facility_power_kw"].notna().any():
-        out["facility_kwh"] = integral(frame["facility_power_kw"])
+        facility = integral(frame["facility_power_kw"])
     else:
-        out["facility_kwh"] = out["it_kwh"] + out["cooling_kwh"]
+        facility = parts["it_kwh"] + parts["cooling_kwh"]
+    out = {"facility_kwh": facility, **parts}
+    if OTHER_ENERGY in frame:
+        out[OTHER_ENERGY] = float(frame[OTHER_ENERGY].sum())
     return out
 
 
@@ -143,50 +158,90 @@ def daily_energy_kwh(frame: pd.DataFrame, interval_s: float, column: str = "cool
 def decision_figures(decisions: pd.DataFrame) -> dict[str, Any]:
     """Outcome counts, share of cycles in fallback [%] and fallback reasons, from a decisions frame.
 
-    ``decisions`` has columns ``outcome`` and ``reason_code`` (one row per cycle).
+    ``decisions`` has columns ``outcome`` and ``reason_code`` (one row per cycle), and
+    optionally ``objective`` (what the search minimised: counted per objective).
     """
     n = len(decisions)
     outcomes = Counter(str(o) for o in decisions["outcome"])
     fallback = decisions[decisions["outcome"] == "fallback"]
     reasons = Counter(str(r) if isinstance(r, str) else "other" for r in fallback["reason_code"])
-    return {
+    out: dict[str, Any] = {
         "cycles": n,
         "outcomes": dict(sorted(outcomes.items())),
         "fallback_share_pct": 100.0 * len(fallback) / n if n else math.nan,
         "fallback_reasons": dict(reasons.most_common()),
     }
+    if "objective" in decisions:
+        objectives = Counter(str(o) for o in decisions["objective"] if isinstance(o, str))
+        out["objectives"] = dict(sorted(objectives.items()))
+    return out
 
 
-def prediction_pairs(predicted_kw: pd.Series, cooling_power_kw: pd.Series, horizon_rows: int) -> pd.DataFrame:
-    """Predicted against realised mean cooling power over the horizon [kW], one row per decision.
+def prediction_pairs(predicted_kw: pd.Series, cooling_power_kw: pd.Series, horizon_rows: int, *,
+                     lo_kw: pd.Series | None = None, hi_kw: pd.Series | None = None) -> pd.DataFrame:
+    """Predicted against realised mean power over the horizon [kW], one row per decision.
 
+    ``cooling_power_kw``: the realised power series (cooling, or IT for the IT forecast).
     The forecast at record t is the mean over records t+1 .. t+horizon (the model's own
-    target); decisions too close to the end of the run have no realised value and drop out.
+    target); decisions too close to the end of the run have no realised value and drop
+    out. With ``lo_kw`` and ``hi_kw`` (the predictive interval) the pairs keep them,
+    for the coverage.
     """
     if horizon_rows < 1:
         raise ValueError(f"horizon_rows must be >= 1, got {horizon_rows}")
     actual = cooling_power_kw.astype(float).rolling(horizon_rows).mean().shift(-horizon_rows)
-    pairs = pd.DataFrame({"predicted_kw": predicted_kw.astype(float), "actual_kw": actual.reindex(predicted_kw.index)})
-    return pairs.dropna()
+    columns = {"predicted_kw": predicted_kw.astype(float), "actual_kw": actual.reindex(predicted_kw.index)}
+    pairs = pd.DataFrame(columns)
+    if lo_kw is not None and hi_kw is not None:
+        pairs["lo_kw"] = lo_kw.astype(float).reindex(predicted_kw.index)
+        pairs["hi_kw"] = hi_kw.astype(float).reindex(predicted_kw.index)
+    return pairs.dropna(subset=["predicted_kw", "actual_kw"])
 
 
 def prediction_figures(pairs: pd.DataFrame) -> dict[str, float]:
-    """Mean absolute error, bias (predicted - actual) [kW] and MAPE [%] of predicted cooling power."""
+    """Mean absolute error, bias (predicted - actual) [kW], MAPE [%] and, where the pairs
+    carry the predictive interval, its coverage: the share of realised values inside [%]."""
     if pairs.empty:
-        return {"n": 0, "mae_kw": math.nan, "bias_kw": math.nan, "mape_pct": math.nan}
+        return {"n": 0, "mae_kw": math.nan, "bias_kw": math.nan, "mape_pct": math.nan,
+                "coverage_pct": math.nan}
     err = pairs["predicted_kw"] - pairs["actual_kw"]
     actual = pairs["actual_kw"].where(pairs["actual_kw"].abs() > 1e-9)
+    coverage = math.nan
+    if "lo_kw" in pairs and "hi_kw" in pairs:
+        bounded = pairs.dropna(subset=["lo_kw", "hi_kw"])
+        if len(bounded):
+            inside = (bounded["actual_kw"] >= bounded["lo_kw"]) & (bounded["actual_kw"] <= bounded["hi_kw"])
+            coverage = float(inside.mean() * 100.0)
     return {
         "n": len(pairs),
         "mae_kw": float(err.abs().mean()),
         "bias_kw": float(err.mean()),
         "mape_pct": float((err.abs() / actual).mean() * 100.0),
+        "coverage_pct": coverage,
     }
 
 
 def savings_pct(baseline_kwh: float, kwh: float) -> float:
     """Energy saved against a baseline, as a share of the baseline [%]."""
     return 100.0 * (baseline_kwh - kwh) / baseline_kwh if baseline_kwh > 0 else math.nan
+
+
+def net_saving_pct(baseline_facility_kwh: float, facility_kwh: float, baseline_cooling_kwh: float) -> float:
+    """Net saving against a baseline [%]: facility energy saved, as a share of the baseline's cooling energy.
+
+    (baseline facility - facility) / baseline cooling. It charges the cooling saving
+    with whatever IT (and other) energy the setpoints added; NaN without cooling energy.
+    """
+    if not (math.isfinite(baseline_cooling_kwh) and baseline_cooling_kwh > 0):
+        return math.nan
+    return 100.0 * (baseline_facility_kwh - facility_kwh) / baseline_cooling_kwh
+
+
+def best_baseline(figures: Mapping[str, Mapping[str, Any]], baselines: tuple[str, ...] = BASELINES) -> str | None:
+    """The baseline with the lowest facility energy (None when no baseline ran)."""
+    ran = [(float(figures[b]["facility_kwh"]), b) for b in baselines
+           if b in figures and math.isfinite(float(figures[b].get("facility_kwh", math.nan)))]
+    return min(ran)[1] if ran else None
 
 
 def oracle_share_pct(baseline_kwh: float, kwh: float, oracle_kwh: float) -> float:
@@ -206,24 +261,40 @@ def run_figures(frame: pd.DataFrame, interval_s: float, limit_c: float,
         **pue_figures(frame, interval_s),
         **inlet_figures(frame["rack_inlet_max_c"], interval_s, limit_c),
         "setpoint_moves": setpoint_moves(frame[[r for r in SETPOINT_ROLES if r in frame]], initial),
+        "setpoint_mean_c": {r: float(frame[r].mean()) for r in SETPOINT_ROLES if r in frame},
+        "daily_facility_kwh": daily_energy_kwh(frame, interval_s, "facility_kwh")
+        if "facility_kwh" in frame else {},
         "daily_cooling_kwh": daily_energy_kwh(frame, interval_s),
     }
 
 
 def compare(figures: Mapping[str, Mapping[str, Any]], frames: Mapping[str, pd.DataFrame], interval_s: float,
             limit_c: float) -> dict[str, dict[str, float]]:
-    """Cross-controller figures per controller: savings against each baseline [%],
-    share of the oracle's saving [%], minutes above the limit that tuned did not have."""
+    """Cross-controller figures per controller, against each baseline that ran: net saving
+    (``net_saving_vs_<base>_pct``), facility saving (``facility_saving_vs_<base>_pct``) and
+    cooling saving (``savings_vs_<base>_pct``) [%]; against the best (lowest-facility)
+    baseline: ``net_saving_vs_best_pct`` and ``facility_kwh_below_best`` [kWh]; the share of
+    the oracle's cooling saving against legacy and tuned [%]; minutes above the limit that
+    tuned did not have."""
     out: dict[str, dict[str, float]] = {}
     oracle = figures.get("oracle")
+    best = best_baseline(figures)
     for name, figs in figures.items():
         row: dict[str, float] = {}
         for base in BASELINES:
             if base in figures:
-                row[f"savings_vs_{base}_pct"] = savings_pct(figures[base]["cooling_kwh"], figs["cooling_kwh"])
-                if oracle is not None and name != "oracle":
+                b = figures[base]
+                row[f"net_saving_vs_{base}_pct"] = net_saving_pct(b["facility_kwh"], figs["facility_kwh"],
+                                                                  b["cooling_kwh"])
+                row[f"facility_saving_vs_{base}_pct"] = savings_pct(b["facility_kwh"], figs["facility_kwh"])
+                row[f"savings_vs_{base}_pct"] = savings_pct(b["cooling_kwh"], figs["cooling_kwh"])
+                if oracle is not None and name != "oracle" and base != "own_controls":
                     row[f"oracle_share_vs_{base}_pct"] = oracle_share_pct(
-                        figures[base]["cooling_kwh"], figs["cooling_kwh"], oracle["cooling_kwh"])
+                        b["cooling_kwh"], figs["cooling_kwh"], oracle["cooling_kwh"])
+        if best is not None:
+            b = figures[best]
+            row["net_saving_vs_best_pct"] = net_saving_pct(b["facility_kwh"], figs["facility_kwh"], b["cooling_kwh"])
+            row["facility_kwh_below_best"] = float(b["facility_kwh"] - figs["facility_kwh"])
         if "tuned" in frames:
             row["excess_minutes_above_limit_vs_tuned"] = excess_minutes_above(
                 frames[name]["rack_inlet_max_c"], frames["tuned"]["rack_inlet_max_c"], limit_c, interval_s)
@@ -240,11 +311,15 @@ class Target:
     threshold: float
     unit: str
     higher_is_better: bool
+    strict: bool = False  # the value must beat the threshold, not merely reach it
+    what: str = ""  # the target in words
 
     @property
     def met(self) -> bool:
         if not math.isfinite(self.value):
             return False
+        if self.strict:
+            return self.value > self.threshold if self.higher_is_better else self.value < self.threshold
         return self.value >= self.threshold if self.higher_is_better else self.value <= self.threshold
 
     @property
@@ -257,21 +332,44 @@ class Target:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "value": self.value, "threshold": self.threshold, "unit": self.unit,
-                "higher_is_better": self.higher_is_better, "met": self.met, "shortfall": self.shortfall}
+                "higher_is_better": self.higher_is_better, "strict": self.strict, "what": self.what,
+                "met": self.met, "shortfall": self.shortfall}
 
 
-def targets(coolpilot: Mapping[str, Any], allowable_c: float = ALLOWABLE_INLET_C) -> list[Target]:
-    """The issue's targets for CoolPilot's run (figures merged with its comparison row)."""
+def targets(coolpilot: Mapping[str, Any], family: str = "twin") -> list[Target]:
+    """The issue's targets for CoolPilot's run (its figures merged with its comparison row).
+
+    ``twin`` (the digital twin, or any plant given by ``--plant``): fallback at most 15 %
+    of cycles; net saving against tuned at least 10 % (on average over runs; the
+    benchmark averages) and never negative; no minute above the limit that tuned did
+    not also have. ``energyplus``: fallback at most 20 %; facility energy below the best
+    of the baselines that ran (own controls, legacy, tuned); no minute above the limit.
+    """
+    if family not in PLANT_FAMILIES:
+        raise ValueError(f"unknown plant family {family!r}; choose one of {', '.join(PLANT_FAMILIES)}")
+
+    def value(key: str) -> float:
+        v = coolpilot.get(key, math.nan)
+        return float(v) if isinstance(v, int | float) else math.nan
+
+    fallback = Target("fallback_share_pct", value("fallback_share_pct"), TARGET_FALLBACK_PCT[family], "%", False,
+                      what=f"CoolPilot falls back to the rules in at most {TARGET_FALLBACK_PCT[family]:g} % of cycles")
+    if family == "twin":
+        return [
+            fallback,
+            Target("net_saving_vs_tuned_pct", value("net_saving_vs_tuned_pct"), TARGET_NET_SAVING_VS_TUNED_PCT,
+                   "%", True, what="net saving against the tuned rules of at least 10 % (on average over runs)"),
+            Target("net_saving_vs_tuned_never_negative", value("net_saving_vs_tuned_pct"), 0.0, "%", True,
+                   what="net saving against the tuned rules never negative"),
+            Target("excess_minutes_above_limit_vs_tuned", value("excess_minutes_above_limit_vs_tuned"), 0.0, "min",
+                   False, what="no minute above the rack-inlet limit that the tuned rules did not also have"),
+        ]
     return [
-        Target("savings_vs_legacy_pct", coolpilot.get("savings_vs_legacy_pct", math.nan),
-               TARGET_SAVINGS_VS_LEGACY_PCT, "%", True),
-        Target("savings_vs_tuned_pct", coolpilot.get("savings_vs_tuned_pct", math.nan),
-               TARGET_SAVINGS_VS_TUNED_PCT, "%", True),
-        Target("oracle_share_vs_tuned_pct", coolpilot.get("oracle_share_vs_tuned_pct", math.nan),
-               TARGET_ORACLE_SHARE_PCT, "%", True),
-        Target("excess_minutes_above_limit_vs_tuned", coolpilot.get("excess_minutes_above_limit_vs_tuned", math.nan),
-               0.0, "min", False),
-        Target("rack_inlet_max_c", coolpilot.get("rack_inlet_max_c", math.nan), allowable_c, "C", False),
+        fallback,
+        Target("net_saving_vs_best_pct", value("net_saving_vs_best_pct"), 0.0, "%", True, strict=True,
+               what="facility energy below the best of own controls, legacy and tuned"),
+        Target("minutes_above_limit", value("minutes_above_limit"), 0.0, "min", False,
+               what="no minute above the rack-inlet limit"),
     ]
 
 
@@ -279,7 +377,7 @@ def consistency_problems(controllers: Mapping[str, Mapping[str, Any]]) -> list[s
     """Checks that the figures hang together; an empty list means consistent.
 
     Energies positive and finite; savings equal to those recomputed from the energies;
-    the oracle no worse than the tuned rules.
+    facility energy no less than IT + cooling; the oracle no worse than the tuned rules.
     """
     problems: list[str] = []
     for name, figs in controllers.items():
@@ -293,6 +391,15 @@ def consistency_problems(controllers: Mapping[str, Mapping[str, Any]]) -> list[s
                 expected = savings_pct(controllers[base]["cooling_kwh"], figs["cooling_kwh"])
                 if not math.isclose(figs[key], expected, rel_tol=1e-9, abs_tol=1e-9):
                     problems.append(f"{name}: {key} {figs[key]} differs from the energies' {expected}")
+            key = f"net_saving_vs_{base}_pct"
+            if key in figs and base in controllers:
+                b = controllers[base]
+                expected = net_saving_pct(b["facility_kwh"], figs["facility_kwh"], b["cooling_kwh"])
+                if not math.isclose(figs[key], expected, rel_tol=1e-9, abs_tol=1e-9):
+                    problems.append(f"{name}: {key} {figs[key]} differs from the energies' {expected}")
+        fac, it, cool = (figs.get(k, math.nan) for k in ("facility_kwh", "it_kwh", "cooling_kwh"))
+        if all(math.isfinite(v) for v in (fac, it, cool)) and fac < (it + cool) * (1.0 - 1e-6):
+            problems.append(f"{name}: facility energy {fac:.1f} kWh is less than IT + cooling {it + cool:.1f} kWh")
     if "oracle" in controllers and "tuned" in controllers:
         oracle_kwh, tuned_kwh = controllers["oracle"]["cooling_kwh"], controllers["tuned"]["cooling_kwh"]
         if oracle_kwh > tuned_kwh:

@@ -1,17 +1,26 @@
-"""The closed-loop evaluation runner: one plant per controller, the same weeks for all four.
+"""The closed-loop evaluation runner: one plant per controller, the same weeks for all.
 
 Why it is built this way: the comparison is only fair if everything but the controller
 is identical. Each controller gets a plant from the same factory with the same
 arguments (weather, load, seed, hence sensor noise), warmed up by the same training-
-history run (tuned rules with safe random exploration, ``coolpilot.harness.history``), so all
-four start the evaluation window in the same state. The CoolPilot plant's history is
+history run (tuned rules with safe exploration, ``coolpilot.harness.history``), so all
+start the evaluation window in the same state. The CoolPilot plant's history is
 written to a SQLite database and the ensemble is trained from it with the daemon's own
 ``Retrainer`` and registry; CoolPilot then runs the real control cycle
 (``controller.cycle.run_cycle``: quality checks, candidates, safety gate, fallback),
 reading every record back from the database through ``db.historian.InternalSource``.
 The rule presets and the oracle decide directly on the plant's readings behind the
-same safety gate (bounds and rate limits). The figures come from
+same safety gate (bounds, rate limits, hot guard). The figures come from
 ``coolpilot.evaluation.kpis``; files and plots from ``coolpilot.evaluation.report``.
+
+Two plant families. The digital twin (or any ``--plant module:factory``) has three
+setpoints and, for the oracle, its own steady-state model. An EnergyPlus building
+model (``simulator.energyplus``, ``--energyplus``) has only a supply-air setpoint and
+no oracle, but its own setpoint managers: run untouched, they are one more baseline
+(``own_controls``). CoolPilot controls exactly the setpoints the plant has (unless the
+operator's config narrows them); the tuned rules, as baseline and as CoolPilot's
+fallback, get the same design IT load (the 99th percentile of the training history's
+IT power).
 """
 
 from __future__ import annotations
@@ -23,26 +32,45 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
-from controller.config import Config
+from controller.bounds import SetpointEnvelope
+from controller.config import Config, SetpointSettings
 from controller.decision import Decision
+from controller.rules import Preset, TunedRules
 from coolpilot.evaluation import kpis as ev
-from db.roles import MEASUREMENT_ROLES
-from simulator.plant import Plant, PlantFactory
+from db.roles import MEASUREMENT_ROLES, SETPOINT_ROLES
+from simulator.plant import Plant, PlantFactory, SteadyStatePlant
+
+if TYPE_CHECKING:
+    from controller.service.retraining import ChampionProvider, TrainingOutcome
+    from forecasting.protocol import Forecaster
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PLANT = "simulator.plant_sim:make_plant"
+ENERGYPLUS_FACTORY = "simulator.energyplus:make_plant"
+DEFAULT_ENERGYPLUS_MODEL = "2zone"
 DEFAULT_START = datetime(2023, 7, 15, tzinfo=UTC)
 SCHEMA = "coolpilot.evaluation/1"
 SITE = "eval"
 
 Say = Callable[[str], None]
 PlantMaker = Callable[[datetime], Plant]
+
+#: Supply-air envelope for the EnergyPlus plants unless the config sets its own: from
+#: the lowest supply air the shipped models' own managers ask for (12 C: the 2zone
+#: halls' SetpointManager:SingleZone:Cooling minimum; the CRAC's Warmest manager allows
+#: 10 C) to the ASHRAE recommended inlet ceiling (27 C), moved at most 0.5 K per
+#: 5-minute cycle (a BMS's usual slew). Chosen from the model files and the standard,
+#: not from any evaluation window.
+ENERGYPLUS_SUPPLY_AIR = SetpointSettings(min_c=12.0, max_c=27.0, max_step_k=0.5)
+#: Percentile of the training history's IT power taken as the hall's design IT load.
+DESIGN_IT_PERCENTILE = 99.0
 
 
 class EvaluationError(Exception):
@@ -54,8 +82,12 @@ class EvaluationOptions:
     """What to evaluate; ``start`` is the first instant of the evaluation window (UTC).
 
     ``config``: the controller config for CoolPilot's run (None: defaults); its mode is
-    forced to ``auto``. ``train_config``: a ``forecasting.train.TrainConfig`` (None: its
-    defaults without the baseline models).
+    forced to ``auto``, and unless it names ``control.setpoints`` CoolPilot controls the
+    setpoints the plant has. ``train_config``: a ``forecasting.train.TrainConfig`` (None:
+    its defaults without the baseline models). ``energyplus``: a shipped EnergyPlus model
+    (``2zone``, ``crac``) or an .epJSON path, and/or ``point_map`` (a point-map TOML):
+    run on an EnergyPlus plant instead of ``plant``; ``climate`` is then a shipped
+    climate name or an EPW path.
     """
 
     climate: str | None = None
@@ -70,8 +102,19 @@ class EvaluationOptions:
     train_config: Any = None
     device: str = "cpu"
     controllers: tuple[str, ...] = ev.CONTROLLERS
+    energyplus: str | None = None
+    point_map: str | None = None
+
+    @property
+    def family(self) -> str:
+        """``energyplus`` for an EnergyPlus model, else ``twin`` (the digital twin or a ``--plant`` factory)."""
+        return "energyplus" if self.energyplus is not None or self.point_map is not None else "twin"
 
     def __post_init__(self) -> None:
+        if self.plant == ENERGYPLUS_FACTORY and self.energyplus is None and self.point_map is None:
+            # the EnergyPlus factory through --plant: the same as its default model through --energyplus
+            object.__setattr__(self, "energyplus", DEFAULT_ENERGYPLUS_MODEL)
+            object.__setattr__(self, "plant", DEFAULT_PLANT)
         if not (math.isfinite(self.days) and self.days > 0):
             raise EvaluationError(f"days must be positive, got {self.days}")
         if not (math.isfinite(self.train_days) and self.train_days > 0):
@@ -83,6 +126,12 @@ class EvaluationOptions:
             raise EvaluationError(f"controllers must include coolpilot and come from {', '.join(ev.CONTROLLERS)}")
         if self.start.tzinfo is None:
             raise EvaluationError("start must be timezone-aware (UTC)")
+        if self.family == "energyplus":
+            if self.plant != DEFAULT_PLANT:
+                raise EvaluationError("an EnergyPlus model (--energyplus / --point-map) and --plant exclude each other")
+            if self.workload is not None:
+                raise EvaluationError("the EnergyPlus models carry their own IT load schedules: --workload does "
+                                      "not apply")
 
 
 @dataclass
@@ -126,30 +175,86 @@ def plant_maker(spec: str, climate: str | None, workload: str | None, seed: int)
     return make, "start" in factory.takes
 
 
+def check_energyplus(model: str | None, point_map: str | None, climate: str | None) -> str:
+    """Check an EnergyPlus model, point map and weather without starting EnergyPlus; its label.
+
+    The same checks ``simulator.energyplus.make_plant`` runs before it starts the engine
+    (model and map resolved, weather header read, engine found, the map checked against
+    the model), so that a bad input is one clear line before any work.
+    """
+    from simulator.energyplus.checks import check_map_against_model, known_variables
+    from simulator.energyplus.climate import read_header, resolve_weather
+    from simulator.energyplus.engine import EngineMissingError, find_engine
+    from simulator.energyplus.factory import resolve_model
+    from simulator.energyplus.model import load_model, upgrade
+
+    try:
+        label, model_path, pm = resolve_model(model, point_map)
+        read_header(resolve_weather(climate))
+        engine = find_engine()
+        doc = upgrade(load_model(model_path), label)
+        known = known_variables(engine.output_variables_csv) if engine.output_variables_csv.is_file() else None
+        for own in (False, True):  # CoolPilot and the rules actuate; the own-controls baseline reads back
+            check_map_against_model(doc, pm, label, own_controls=own, known=known)
+    except (ValueError, OSError, EngineMissingError) as exc:
+        raise EvaluationError(str(exc).strip().splitlines()[0]) from None
+    return label
+
+
+def energyplus_maker(model: str | None, point_map: str | None, climate: str | None,
+                     days: float) -> Callable[..., Plant]:
+    """A function building an EnergyPlus plant at a start time (``own_controls`` as a keyword).
+
+    ``days``: how far each plant may be advanced (history plus window).
+    """
+    check_energyplus(model, point_map, climate)
+
+    def make(start: datetime, *, own_controls: bool = False) -> Plant:
+        from simulator.energyplus import EnergyPlusError, make_plant
+
+        try:
+            return cast(Plant, make_plant(climate, start, model=model, point_map=point_map,
+                                          own_controls=own_controls, days=days))
+        except (ValueError, OSError, EnergyPlusError) as exc:
+            raise EvaluationError(str(exc)) from None
+
+    return make
+
+
+def _close(plant: Plant | None) -> None:
+    """Stop a plant that runs a process (EnergyPlus); nothing for the others."""
+    close = getattr(plant, "close", None)
+    if callable(close):
+        close()
+
+
 def run_frame(plant: Plant, control: Callable[[], None], records: int) -> tuple[pd.DataFrame, dict[str, float]]:
     """Drive ``records`` record intervals; one row per record.
 
     Row t: the noise-free values at t where the plant offers them (``true_record``), else
     its readings; the setpoints in force after ``control`` decided at t; and the energy
-    booked over [t, t + interval) where the plant keeps totals [kWh]. Also returns the
-    setpoints in force before the first record.
+    booked over [t, t + interval) where the plant keeps exact totals (the twin's
+    ``totals()``, EnergyPlus's ``energy_kwh()``; differenced per record) [kWh]. Also
+    returns the setpoints in force before the first record.
     """
+    from coolpilot.harness.sim_bridge import plant_energy_totals
+
     initial = dict(plant.setpoints())
     true_record = getattr(plant, "true_record", None)
-    totals = getattr(plant, "totals", None)
+    keys = (*ev.ENERGY_COLUMNS, ev.OTHER_ENERGY)
     times: list[datetime] = []
     rows: list[dict[str, float]] = []
     for _ in range(records):
         times.append(plant.now)
         truth = true_record() if callable(true_record) else plant.read()
-        before = totals() if callable(totals) else None
+        before = plant_energy_totals(plant)
         control()
         row = {r: float(truth.get(r, math.nan)) for r in MEASUREMENT_ROLES if r in truth}
         row.update(plant.setpoints())
         plant.advance(plant.record_interval_s)
-        if before is not None and callable(totals):
-            after = totals()
-            row.update({k: float(after.get(k, 0.0)) - float(before.get(k, 0.0)) for k in ev.ENERGY_COLUMNS})
+        after = plant_energy_totals(plant) if before is not None else None
+        if before is not None and after is not None:
+            row.update({k: after[k] - before.get(k, 0.0) for k in keys if k in after})
         rows.append(row)
     index = pd.DatetimeIndex(pd.to_datetime(times, utc=True), name="time")
     return pd.DataFrame(rows, index=index, dtype=np.float64), initial
@@ -195,9 +300,22 @@ class CoolPilotLoop:
 
 def _decision_row(d: Decision) -> dict[str, Any]:
     chosen = d.chosen
+
+    def pick(name: str) -> float:
+        value = getattr(chosen, name, math.nan) if chosen is not None else math.nan
+        return float(value) if isinstance(value, int | float) else math.nan
+
     return {"ts": d.ts, "outcome": d.outcome, "reason_code": d.reason_code,
-            "predicted_cooling_power_kw": chosen.cooling_power_kw if chosen else math.nan,
-            "predicted_rack_inlet_max_c": chosen.rack_inlet_max_c if chosen else math.nan,
+            "objective": getattr(d, "objective", None),
+            "degraded_inputs": len(getattr(d, "degraded_inputs", ()) or ()),
+            "interval_level": d.interval_level if d.interval_level is not None else math.nan,
+            "predicted_cooling_power_kw": pick("cooling_power_kw"),
+            "predicted_cooling_power_lo_kw": pick("cooling_power_lo_kw"),
+            "predicted_cooling_power_hi_kw": pick("cooling_power_hi_kw"),
+            "predicted_it_power_kw": pick("it_power_kw"),
+            "predicted_it_power_lo_kw": pick("it_power_lo_kw"),
+            "predicted_it_power_hi_kw": pick("it_power_hi_kw"),
+            "predicted_rack_inlet_max_c": pick("rack_inlet_max_c"),
             "duration_s": d.duration_s if d.duration_s is not None else math.nan}
 
 
@@ -222,113 +340,256 @@ def _controller_config(config: Config | None) -> Config:
     return base.model_copy(update={"mode": "auto"})
 
 
-def _settings(opts: EvaluationOptions, config: Config, plant: Plant, start: datetime, records: int,
-              history_start: datetime, takes_start: bool) -> dict[str, Any]:
+def run_config(config: Config | None, plant_setpoints: tuple[str, ...], family: str,
+               design_it_kw: float | None = None) -> Config:
+    """CoolPilot's config for a run on a plant with ``plant_setpoints``, in auto mode.
+
+    ``control.setpoints``: the config's, where it names them (each must be one the plant
+    has), else the plant's. On an EnergyPlus plant the supply-air bounds default to
+    ``ENERGYPLUS_SUPPLY_AIR`` unless the config sets its own. ``rules.design_it_kw``:
+    the config's, else ``design_it_kw``. The result is validated as a loaded file is.
+    """
+    base = _controller_config(config)
+    if not plant_setpoints:
+        raise EvaluationError("the plant has no setpoint CoolPilot could control")
+    named = "control" in base.model_fields_set and "setpoints" in base.control.model_fields_set
+    if named:
+        missing = [r for r in base.control.setpoints if r not in plant_setpoints]
+        if missing:
+            raise EvaluationError(f"the config's control.setpoints names {', '.join(missing)}, which the plant "
+                                  f"does not have (it has {', '.join(plant_setpoints)})")
+    data = base.model_dump()
+    data["control"]["setpoints"] = tuple(base.control.setpoints if named else plant_setpoints)
+    if family == "energyplus" and base.setpoints["supply_air_sp_c"] == Config().setpoints["supply_air_sp_c"]:
+        data["setpoints"]["supply_air_sp_c"] = ENERGYPLUS_SUPPLY_AIR.model_dump()
+    if base.rules.design_it_kw is None and design_it_kw is not None:
+        data["rules"]["design_it_kw"] = float(design_it_kw)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise EvaluationError(f"controller config for this plant: {exc.errors()[0]['msg']}") from None
+
+
+def design_it_kw(history: pd.DataFrame, percentile: float = DESIGN_IT_PERCENTILE) -> float | None:
+    """The hall's design IT load [kW]: a high percentile of the history's IT power (None without any)."""
+    if "it_power_kw" not in history:
+        return None
+    it = history["it_power_kw"].astype(float).dropna()
+    it = it[it > 0]
+    return float(np.percentile(it.to_numpy(), percentile)) if len(it) else None
+
+
+def _settings(opts: EvaluationOptions, config: Config, plant: Plant, plant_setpoints: dict[str, float],
+              start: datetime, records: int, history_start: datetime, takes_start: bool) -> dict[str, Any]:
     interval = plant.record_interval_s
     source = getattr(plant, "weather_source", None)
+    if source is None and opts.family == "energyplus":
+        source = opts.climate or "leesburg"
     return {
+        "family": opts.family, "energyplus_model": opts.energyplus, "point_map": opts.point_map,
+        "plant_setpoints": [r for r in SETPOINT_ROLES if r in plant_setpoints],
+        "controlled_setpoints": list(config.control.setpoints), "design_it_kw": config.rules.design_it_kw,
         "climate": opts.climate, "weather_source": Path(str(source)).name if source else None,
-        "workload": opts.workload, "plant": opts.plant, "seed": opts.seed,
+        "workload": opts.workload, "plant": opts.plant if opts.family == "twin" else
+        f"simulator.energyplus:make_plant(model={opts.energyplus!r}, point_map={opts.point_map!r})",
+        "seed": opts.seed,
         "start": start, "end": start + timedelta(seconds=records * interval), "days": opts.days,
         "requested_start": opts.start if takes_start else None, "history_start": history_start,
         "train_days": opts.train_days, "explore_share": opts.explore_share, "record_interval_s": interval,
         "records": records, "rack_inlet_limit_c": config.safety.rack_inlet_limit_c,
         "allowable_inlet_c": ev.ALLOWABLE_INLET_C, "inlet_change_limit_c_per_h": ev.INLET_CHANGE_LIMIT_C_PER_H,
         "controller_config": config.model_dump(include={"mode", "setpoints", "coupling", "safety", "thresholds",
-                                                        "quality", "optimizer", "cycle"}),
+                                                        "quality", "optimizer", "cycle", "control", "rules"}),
         "device": opts.device,
     }
 
 
 def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> EvaluationResult:
-    """Train, run the four controllers over the same window, and compute every figure.
+    """Train, run every controller over the same window, and compute every figure.
 
     ``out_dir`` receives the SQLite database (``evaluation.db``: readings, decisions,
-    commands, model registry) and the model artifacts (``models/``).
+    commands, model registry) and the model artifacts (``models/``). Nothing is written
+    before the plant and the config have been checked.
     """
     t_all = time.perf_counter()
-    make, takes_start = plant_maker(opts.plant, opts.climate, opts.workload, opts.seed)  # fail fast on a bad spec
-    from controller.service.retraining import ChampionProvider, Retrainer
-    from coolpilot.harness.history import generate_history, rules_decide
-    from coolpilot.harness.oracle import oracle_decide
-    from db.engine import DatabaseError, make_engine
-    from db.ingest import write_wide
-    from db.migrate import upgrade
-    from forecasting.train import TrainConfig
+    from coolpilot.harness.history import generate_history, plant_envelope
+
+    history_start = opts.start - timedelta(days=opts.train_days)
+    if opts.family == "energyplus":  # fail fast on a bad model, map or weather
+        ep_make = energyplus_maker(opts.energyplus, opts.point_map, opts.climate, opts.train_days + opts.days + 1.0)
+        make: Callable[..., Plant] = ep_make
+        takes_start = True
+    else:
+        make, takes_start = plant_maker(opts.plant, opts.climate, opts.workload, opts.seed)
+    cp_plant = make(history_start)
+    try:
+        plant_roles = tuple(r for r in SETPOINT_ROLES if r in cp_plant.setpoints())
+        config = run_config(opts.config, plant_roles, opts.family)
+    except EvaluationError:
+        _close(cp_plant)
+        raise
+    limit_c, site = config.safety.rack_inlet_limit_c, config.site_id
+    # History and baselines act on every setpoint the plant has; CoolPilot on config.control.setpoints.
+    rules_env = plant_envelope(_all_setpoints(config, plant_roles).envelope(), plant_roles)
+
+    def warmed(plant: Plant | None = None) -> tuple[Plant, pd.DataFrame]:
+        plant = plant if plant is not None else make(history_start)
+        return plant, generate_history(plant, opts.train_days, opts.explore_share, opts.seed, envelope=rules_env,
+                                       rack_inlet_limit_c=limit_c)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = _controller_config(opts.config)
-    env, limit_c, site = config.envelope(), config.safety.rack_inlet_limit_c, config.site_id
-    history_start = opts.start - timedelta(days=opts.train_days)
-
-    def warmed() -> tuple[Plant, pd.DataFrame]:
-        plant = make(history_start)
-        return plant, generate_history(plant, opts.train_days, opts.explore_share, opts.seed, envelope=env)
-
-    say(f"simulating {opts.train_days:g} days of training history ({opts.explore_share:.0%} safe exploration) ...")
-    cp_plant, history = warmed()
+    say(f"simulating {opts.train_days:g} days of training history ({opts.explore_share:.0%} safe exploration, "
+        f"setpoints {', '.join(plant_roles)}) ...")
+    try:
+        cp_plant, history = warmed(cp_plant)
+    except BaseException:
+        _close(cp_plant)
+        raise
+    design_source = "the config's rules.design_it_kw" if config.rules.design_it_kw is not None else \
+        f"p{DESIGN_IT_PERCENTILE:g} of the training history's IT power"
+    config = run_config(opts.config, plant_roles, opts.family, design_it_kw(history))
+    tuned = TunedRules(design_it_kw=config.rules.design_it_kw)
+    say(f"CoolPilot controls {', '.join(config.control.setpoints)}; the tuned rules' design IT load is "
+        f"{_kw(config.rules.design_it_kw)} ({design_source})")
     interval = cp_plant.record_interval_s
     records = round(opts.days * 86400.0 / interval)
+    history_records = len(history)
     window_start = cp_plant.now
     start_reading = cp_plant.read()
-    try:
-        engine = make_engine(_fresh_sqlite(out_dir))
-        upgrade(engine)
-        write_wide(engine, history, site)
-    except DatabaseError as exc:
-        raise EvaluationError(f"evaluation database: {exc}") from None
+    plant_setpoints = dict(cp_plant.setpoints())
+    engine = _history_database(out_dir, history, site)
     runs: dict[str, ControllerRun] = {}
     skipped: dict[str, str] = {}
     identical = True
     try:
-        train_config = opts.train_config if opts.train_config is not None else TrainConfig(baselines=False,
-                                                                                           seed=opts.seed)
-        say(f"training the ensemble on {len(history)} records ({train_config.members} members, "
-            f"up to {train_config.max_epochs} epochs) ...")
-        trained = Retrainer(engine, site, out_dir / "models", history_days=math.ceil(opts.train_days),
-                            train_config=train_config, device=opts.device)()
-        if not trained.ok:
-            raise EvaluationError(f"training failed: {trained.error}")
-        provider = ChampionProvider(engine, site)
-        model = provider()
-        if model is None:
-            raise EvaluationError("training registered no champion model")
+        trained, train_config, provider, model = _train_champion(opts, engine, site, out_dir, len(history), say)
         horizon_rows = max(round(model.horizon_min * 60.0 / interval), 1)
-        say(f"model {trained.version} trained in {trained.duration_s:.0f} s: cooling power MAE "
-            f"{trained.cooling_power_mae_kw:.1f} kW, rack inlet MAE {trained.rack_inlet_mae_c:.2f} K")
         for name in opts.controllers:
-            plant = cp_plant if name == "coolpilot" else warmed()[0]
-            identical = identical and _same_reading(plant.read(), start_reading)
-            cp_loop: CoolPilotLoop | None = None
+            if name == "own_controls" and opts.family != "energyplus":
+                skipped[name] = "the plant has no controls of its own to keep (only EnergyPlus models do)"
+                say(f"not running {name}: {skipped[name]}")
+                continue
             if name == "coolpilot":
-                cp_loop = CoolPilotLoop(plant, engine, config, provider)
-                control: Callable[[], None] = cp_loop
-            elif name == "oracle":
-                if not hasattr(plant, "steady_state"):
-                    skipped[name] = "the plant has no steady_state() model to search"
-                    continue
-                control = _applying(plant, oracle_decide(plant, env, limit_c))  # type: ignore[arg-type]
+                plant = cp_plant
+            elif name == "own_controls":
+                plant = make(history_start, own_controls=True)
+                plant.advance(history_records * interval)  # its own controls all along
             else:
-                control = _applying(plant, rules_decide(name, env))  # type: ignore[arg-type]
-            say(f"running {name} over {opts.days:g} days from {plant.now:%Y-%m-%d %H:%M} UTC ...")
-            t0 = time.perf_counter()
-            frame, initial = run_frame(plant, control, records)
-            runs[name] = ControllerRun(name, frame, initial, time.perf_counter() - t0,
-                                       cp_loop.decisions() if cp_loop is not None else None)
+                plant = warmed()[0]
+            try:
+                if name != "own_controls":
+                    identical = identical and _same_reading(plant.read(), start_reading)
+                cp_loop = CoolPilotLoop(plant, engine, config, provider) if name == "coolpilot" else None
+                control = cp_loop if cp_loop is not None else baseline_control(name, plant, rules_env, limit_c,
+                                                                                tuned=tuned)
+                if isinstance(control, str):
+                    skipped[name] = control
+                    say(f"not running {name}: {control}")
+                    continue
+                say(f"running {name} over {opts.days:g} days from {plant.now:%Y-%m-%d %H:%M} UTC ...")
+                t0 = time.perf_counter()
+                frame, initial = run_frame(plant, control, records)
+                runs[name] = ControllerRun(name, frame, initial, time.perf_counter() - t0,
+                                           cp_loop.decisions() if cp_loop is not None else None)
+            finally:
+                if plant is not cp_plant:
+                    _close(plant)
     finally:
         engine.dispose()
-    summary = summarise(runs, interval, limit_c, horizon_rows)
+        _close(cp_plant)
+    summary = summarise(runs, interval, limit_c, horizon_rows, family=opts.family)
     summary.update(
-        schema=SCHEMA, settings=_settings(opts, config, cp_plant, window_start, records, history_start, takes_start),
+        schema=SCHEMA, settings=_settings(opts, config, cp_plant, plant_setpoints, window_start, records,
+                                          history_start, takes_start),
         training={"version": trained.version, "seconds": trained.duration_s,
                   "cooling_power_mae_kw": trained.cooling_power_mae_kw, "rack_inlet_mae_c": trained.rack_inlet_mae_c,
-                  "history_records": len(history), "horizon_min": model.horizon_min,
+                  "history_records": history_records, "horizon_min": model.horizon_min,
+                  "setpoint_roles": list(getattr(model, "setpoint_roles", lambda: ())()),
                   "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(train_config).items()}},
         identical_start=identical, skipped=skipped, seconds=time.perf_counter() - t_all,
     )
     if not identical:
         log.warning("the plants did not start the window in the same state: the plant is not deterministic")
     return EvaluationResult(summary, runs, horizon_rows)
+
+
+def _kw(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f} kW"
+
+
+def _all_setpoints(config: Config, plant_roles: tuple[str, ...]) -> Config:
+    """``config`` controlling every setpoint the plant has (the envelope of history and baselines)."""
+    data = config.model_dump()
+    data["control"]["setpoints"] = plant_roles
+    return Config.model_validate(data)
+
+
+def _history_database(out_dir: Path, history: pd.DataFrame, site: str) -> Any:
+    """A fresh evaluation database (an engine) holding the training history."""
+    from db.engine import DatabaseError, make_engine
+    from db.ingest import write_wide
+    from db.migrate import upgrade
+
+    try:
+        engine = make_engine(_fresh_sqlite(out_dir))
+        upgrade(engine)
+        write_wide(engine, history, site)
+    except DatabaseError as exc:
+        raise EvaluationError(f"evaluation database: {exc}") from None
+    return engine
+
+
+def _train_champion(opts: EvaluationOptions, engine: Any, site: str, out_dir: Path, history_records: int,
+                    say: Say) -> tuple[TrainingOutcome, Any, ChampionProvider, Forecaster]:
+    """Train the ensemble with the daemon's own ``Retrainer``: the outcome, the training
+    config used, the champion provider and the champion model."""
+    from controller.service.retraining import ChampionProvider, Retrainer
+    from forecasting.train import TrainConfig
+
+    train_config = opts.train_config if opts.train_config is not None else TrainConfig(baselines=False,
+                                                                                       seed=opts.seed)
+    say(f"training the ensemble on {history_records} records ({train_config.members} members, "
+        f"up to {train_config.max_epochs} epochs) ...")
+    trained = Retrainer(engine, site, out_dir / "models", history_days=math.ceil(opts.train_days),
+                        train_config=train_config, device=opts.device)()
+    if not trained.ok:
+        raise EvaluationError(f"training failed: {trained.error}")
+    provider = ChampionProvider(engine, site)
+    model = provider()
+    if model is None:
+        raise EvaluationError("training registered no champion model")
+    say(f"model {trained.version} trained in {trained.duration_s:.0f} s: cooling power MAE "
+        f"{trained.cooling_power_mae_kw:.1f} kW, rack inlet MAE {trained.rack_inlet_mae_c:.2f} K")
+    return trained, train_config, provider, model
+
+
+def baseline_control(name: str, plant: Plant, envelope: SetpointEnvelope, rack_inlet_limit_c: float, *,
+                     tuned: TunedRules | None = None) -> Callable[[], None] | str:
+    """A `run_frame` control for a rule preset, the oracle or the plant's own controls, or
+    why that controller cannot run.
+
+    The rules decide only the setpoints the plant has, with ``tuned`` as the tuned
+    preset's constants. The oracle searches the plant's own steady-state model, so it
+    runs only on a ``simulator.plant.SteadyStatePlant``; ``own_controls`` only on a plant
+    built to keep its own controls (an EnergyPlus plant with ``own_controls``), where it
+    applies nothing. Otherwise this returns the note that the summary keeps under
+    ``skipped``.
+    """
+    from coolpilot.harness.history import rules_decide
+    from coolpilot.harness.oracle import oracle_decide
+
+    if name == "own_controls":
+        if not getattr(plant, "own_controls", False):
+            return (f"the plant ({type(plant).__name__}) has no controls of its own to keep "
+                    "(only EnergyPlus models built with own_controls do)")
+        return lambda: None
+    if name != "oracle":
+        return _applying(plant, rules_decide(cast(Preset, name), envelope, tuned=tuned,
+                                             rack_inlet_limit_c=rack_inlet_limit_c))
+    if not isinstance(plant, SteadyStatePlant):
+        return (f"the plant ({type(plant).__name__}) does not implement simulator.plant.SteadyStatePlant: "
+                "it has no steady_state() model for the oracle to search")
+    return _applying(plant, oracle_decide(plant, envelope, rack_inlet_limit_c))
 
 
 def _applying(plant: Plant,
@@ -341,7 +602,30 @@ def _applying(plant: Plant,
     return control
 
 
-def summarise(runs: dict[str, ControllerRun], interval_s: float, limit_c: float, horizon_rows: int) -> dict[str, Any]:
+def forecast_figures(decisions: pd.DataFrame, frame: pd.DataFrame, horizon_rows: int) -> dict[str, Any]:
+    """Closed-loop forecast error of CoolPilot's decisions: cooling power, and IT power where predicted.
+
+    Each forecast (for the setpoints it emitted) against the mean over the following
+    horizon of what the plant then did; with the interval coverage where the decisions
+    carry the model's predictive interval (``interval_level``, e.g. 90 %).
+    """
+    out: dict[str, Any] = {}
+    level = decisions["interval_level"].dropna() if "interval_level" in decisions else pd.Series(dtype=float)
+    for target, column in (("cooling", "cooling_power_kw"), ("it", "it_power_kw")):
+        key = f"predicted_{column}"
+        if key not in decisions or column not in frame or not decisions[key].notna().any():
+            continue
+        predicted = decisions[key].dropna()
+        lo, hi = decisions.get(f"predicted_{target}_power_lo_kw"), decisions.get(f"predicted_{target}_power_hi_kw")
+        pairs = ev.prediction_pairs(predicted, frame[column], horizon_rows, lo_kw=lo, hi_kw=hi)
+        figs: dict[str, Any] = dict(ev.prediction_figures(pairs))
+        figs["interval_level_pct"] = float(level.median() * 100.0) if len(level) else math.nan
+        out["prediction" if target == "cooling" else "prediction_it"] = figs
+    return out
+
+
+def summarise(runs: dict[str, ControllerRun], interval_s: float, limit_c: float, horizon_rows: int, *,
+              family: str = "twin") -> dict[str, Any]:
     """Every figure of the runs (per controller, CoolPilot's decisions and forecasts, targets)."""
     figures = {n: ev.run_figures(r.frame, interval_s, limit_c, r.initial) for n, r in runs.items()}
     rows = ev.compare(figures, {n: r.frame for n, r in runs.items()}, interval_s, limit_c)
@@ -353,12 +637,12 @@ def summarise(runs: dict[str, ControllerRun], interval_s: float, limit_c: float,
         cp["decisions"] = ev.decision_figures(decisions)
         cp["fallback_share_pct"] = cp["decisions"]["fallback_share_pct"]
         cp["cycle_median_ms"] = float(decisions["duration_s"].median() * 1000.0)
-        pairs = ev.prediction_pairs(decisions["predicted_cooling_power_kw"].dropna(),
-                                    runs["coolpilot"].frame["cooling_power_kw"], horizon_rows)
-        cp["prediction"] = ev.prediction_figures(pairs)
-    found = ev.targets(cp)
+        cp.update(forecast_figures(decisions, runs["coolpilot"].frame, horizon_rows))
+    found = ev.targets(cp, family)
     return {
+        "family": family,
         "controllers": controllers,
+        "best_baseline": ev.best_baseline(controllers),
         "targets": [t.as_dict() for t in found],
         "targets_met": all(t.met for t in found),
         "consistency_problems": ev.consistency_problems(controllers),

@@ -89,16 +89,30 @@ class PlantActuator:
             close()
 
 
+def plant_energy_totals(plant: object) -> dict[str, float] | None:
+    """The plant's own exact energy totals since it started [kWh], or None if it keeps none.
+
+    The digital twin keeps them as ``totals()``, the EnergyPlus plant as ``energy_kwh()``
+    (sums of its meters); both name them ``it_kwh``, ``cooling_kwh``, ``facility_kwh``
+    (EnergyPlus adds ``other_kwh``).
+    """
+    for name in ("totals", "energy_kwh"):
+        method = getattr(plant, name, None)
+        if callable(method):
+            values = method()
+            return {str(k): float(v) for k, v in values.items()}
+    return None
+
+
 def energy_kwh(plant: Plant) -> dict[str, float]:
     """Energy since the plant started [kWh] (``it_kwh``, ``cooling_kwh``, ``facility_kwh``).
 
-    Uses the simulator's true totals when the plant keeps them, else zeros (callers
-    integrate readings instead; see `EnergyMeter`).
+    Uses the plant's exact totals when it keeps them (`plant_energy_totals`), else zeros
+    (callers integrate readings instead; see `EnergyMeter`).
     """
-    totals = getattr(plant, "totals", None)
-    if totals is None:
+    values = plant_energy_totals(plant)
+    if values is None:
         return dict.fromkeys(ENERGY_KEYS, 0.0)
-    values = totals()
     return {k: float(values.get(k, 0.0)) for k in ENERGY_KEYS}
 
 
@@ -115,7 +129,7 @@ class EnergyMeter:
 
     def __post_init__(self) -> None:
         self.start = energy_kwh(self.plant)
-        self._has_totals = hasattr(self.plant, "totals")
+        self._has_totals = plant_energy_totals(self.plant) is not None
 
     def meter(self, readings: Mapping[str, float]) -> None:
         """Book one record interval of readings (only used for plants without totals)."""
@@ -160,4 +174,6 @@ class RulesTwin:
         self.plant.advance(self.plant.record_interval_s)
 
     def setpoints(self) -> dict[str, float]:
-        return {r: self.plant.setpoints()[r] for r in SETPOINT_ROLES}
+        """The twin's setpoints in force (only those it has)."""
+        in_force = self.plant.setpoints()
+        return {r: in_force[r] for r in SETPOINT_ROLES if r in in_force}

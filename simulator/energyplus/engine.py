@@ -91,9 +91,11 @@ def load_api(library: Path) -> ctypes.CDLL:
     _bind(lib, "resetActuator", None, p, i)
     _bind(lib, "apiDataFullyReady", i, p)
     _bind(lib, "apiErrorFlag", i, p)
+    _bind(lib, "listAllAPIDataCSV", p, p)
     _bind(lib, "warmupFlag", i, p)
     _bind(lib, "kindOfSim", i, p)
-    for name in ("year", "month", "dayOfMonth", "hour", "minutes"):
+    for name in ("calendarYear", "year", "month", "dayOfMonth", "hour", "minutes", "zoneTimeStepNum",
+                 "numTimeStepsInHour"):
         _bind(lib, name, i, p)
     _bind(lib, "currentTime", d, p)
     _bind(lib, "zoneTimeStep", d, p)

@@ -1,0 +1,1 @@
+"""Package data: maps for the EnergyPlus plant (a package so that setuptools ships it)."""
