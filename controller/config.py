@@ -151,7 +151,7 @@ class SafetySettings(_Strict):
     # Look-ahead: within ``rising_band_k`` of the limit, no setpoint may rise while the
     # hottest inlet rose more than ``rising_k`` over the last 30 minutes (the last
     # warming move has not settled; the inlet lags the supply air).
-    rising_band_k: float = Field(default=3.0, ge=0.0, le=20.0)
+    rising_band_k: float = Field(default=1.5, ge=0.0, le=20.0)
     rising_k: float = Field(default=0.3, gt=0.0, le=10.0)
 
 
@@ -162,8 +162,10 @@ class ThresholdSettings(_Strict):
     max_cooling_power_std_frac: float = Field(default=0.15, gt=0.0, le=1.0)
     # Absolute floor [kW] under the relative power-uncertainty limit: on a small plant
     # (tens of kW, on/off equipment) 15 % of the prediction is a few kW, below what
-    # any model of on/off staging can promise. The std passes below either.
-    max_power_std_floor_kw: float = Field(default=2.0, ge=0.0, le=10_000.0)
+    # any model of on/off staging can promise. The std passes below either. Unset: 5 %
+    # of the plant's own scale (the 99th percentile of the cooling power the model was
+    # trained on), so the same setting serves a 50 kW room and a 5 MW hall.
+    max_power_std_floor_kw: float | None = Field(default=None, ge=0.0, le=10_000.0)
     max_ood_score: float = Field(default=1.0, gt=0.0)
     min_saving_pct: float = Field(default=1.0, ge=0.0, le=100.0)
     min_saving_kw: float = Field(default=0.0, ge=0.0)

@@ -50,6 +50,7 @@ from controller.quality import clock_problem, stuck_threshold_rows
 from controller.rules import TunedRules, rule_setpoints
 from controller.safety import GateResult, Verification, allowed_box, clamped_reference, gate, verify
 from controller.seams import ActuationResult, Actuator, ReadingSource, Recorder
+from controller.selection import power_std_floor_kw
 from db.grid import GRID, GRID_FREQ, floor_to_grid
 from db.roles import REQUIRED_MEASUREMENT_ROLES, SETPOINT_ROLES
 from forecasting.protocol import FloatArray, Forecast, Forecaster
@@ -220,7 +221,7 @@ def search(config: Config, checked: CheckedState, planned: Plan, model: Forecast
     roles = config.envelope().setpoint_roles
     try:
         view = SetpointView(model, roles, checked.measured | checked.reference)
-        opt = optimise(view, checked.state, to_vector(planned.hold, roles), planned.box, config, rng,
+        opt = optimise(view, checked.state, to_vector(planned.hold, roles), planned.box, _scaled(config, model), rng,
                        objective_setting=config.control.objective)
     except ModelError as exc:
         return _fallback(config, checked, "model_error", str(exc), design_it_kw=design)
@@ -231,6 +232,18 @@ def search(config: Config, checked: CheckedState, planned: Plan, model: Forecast
         return _fallback(config, checked, code, sel.reason, design_it_kw=design, model_usable=True, opt=opt)
     outcome: Outcome = "optimised" if sel.outcome == "optimised" else "hold"
     return Proposal(to_mapping(opt.candidates[sel.index], roles), outcome, sel.reason, opt=opt, model_usable=True)
+
+
+def _scaled(config: Config, model: Forecaster) -> Config:
+    """The config with the power-uncertainty floor set from the plant's scale, where the config leaves it unset."""
+    if config.thresholds.max_power_std_floor_kw is not None:
+        return config
+    profile = getattr(model, "data_profile", None)
+    cooling = profile.role("cooling_power_kw") if profile is not None else None
+    scale = getattr(cooling, "level_p99", None)
+    floor = power_std_floor_kw(config.thresholds, scale if isinstance(scale, float) else None)
+    return config.model_copy(update={"thresholds": config.thresholds.model_copy(
+        update={"max_power_std_floor_kw": floor})})
 
 
 def _design_it_kw(model: Forecaster | None) -> float | None:

@@ -135,8 +135,19 @@ def outdoor_wetbulb(readings: Mapping[str, float]) -> float:
 
 
 def inlet_outlook(frame: pd.DataFrame, measured: Mapping[str, float]) -> InletOutlook:
-    """Inlet-over-supply offset now [K] and the hottest inlet's rise over the last half hour [K]."""
-    offset = measured.get(RACK_INLET, math.nan) - measured.get(SUPPLY_AIR_C, math.nan)
+    """Inlet-over-supply offset [K] and the hottest inlet's rise over the last half hour [K].
+
+    The offset is the largest (hottest inlet minus supply air) over the window and now:
+    while the inlet still lags a recent supply-air rise the current difference
+    understates where it will settle, and the window's steady rows do not.
+    """
+    offsets = [measured.get(RACK_INLET, math.nan) - measured.get(SUPPLY_AIR_C, math.nan)]
+    if RACK_INLET in frame.columns and SUPPLY_AIR_C in frame.columns:
+        rack = pd.to_numeric(frame[RACK_INLET], errors="coerce").to_numpy(dtype=np.float64)
+        supply = pd.to_numeric(frame[SUPPLY_AIR_C], errors="coerce").to_numpy(dtype=np.float64)
+        offsets.extend((rack - supply)[np.isfinite(rack - supply)].tolist())
+    finite = [o for o in offsets if math.isfinite(o)]
+    offset = max(finite) if finite else math.nan
     rise = math.nan
     if RACK_INLET in frame.columns:
         values = pd.to_numeric(frame[RACK_INLET], errors="coerce").to_numpy(dtype=np.float64)

@@ -51,8 +51,8 @@ def hot_guard_active(rack_inlet_max_c: float | None, rack_inlet_limit_c: float, 
 class InletOutlook:
     """What the guard measures about where the rack inlet is heading; NaN when unknown.
 
-    ``inlet_over_supply_k``: hottest rack inlet minus supply air now [K] (recirculation,
-    hot spots); ``inlet_rise_k``: how much the hottest inlet rose over the last
+    ``inlet_over_supply_k``: hottest rack inlet minus supply air [K] (recirculation, hot
+    spots), the largest over the recent window; ``inlet_rise_k``: how much the hottest inlet rose over the last
     ``LOOK_BACK_ROWS`` rows [K].
     """
 

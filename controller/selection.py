@@ -72,8 +72,23 @@ class Selection:
     hold_failures: tuple[str, ...] = ()  # REASONS that holding the current setpoints fails
 
 
+#: The power-uncertainty floor [kW] when neither the config nor the model's scale gives one.
+DEFAULT_POWER_STD_FLOOR_KW = 2.0
+#: Share of the plant's cooling-power scale (p99 of its training history) used as the floor.
+POWER_STD_FLOOR_SHARE = 0.05
+
+
+def power_std_floor_kw(thresholds: ThresholdSettings, cooling_scale_kw: float | None = None) -> float:
+    """The absolute floor [kW] under the relative cooling-power uncertainty limit."""
+    if thresholds.max_power_std_floor_kw is not None:
+        return thresholds.max_power_std_floor_kw
+    if cooling_scale_kw is not None and math.isfinite(cooling_scale_kw) and cooling_scale_kw > 0:
+        return POWER_STD_FLOOR_SHARE * cooling_scale_kw
+    return DEFAULT_POWER_STD_FLOOR_KW
+
+
 def _describe(reason: str, safety: SafetySettings, thresholds: ThresholdSettings) -> str:
-    floor = thresholds.max_power_std_floor_kw
+    floor = power_std_floor_kw(thresholds)
     return {
         "non_finite": "the model returned a non-finite prediction",
         "rack_inlet": f"predicted rack inlet + {safety.k_sigma} sigma reaches the {safety.rack_inlet_limit_c} C limit",
@@ -125,7 +140,7 @@ def failure_masks(
         hold_cooling = float(cooling[hold_index]) if math.isfinite(float(cooling[hold_index])) else hold_power
         need = max(thresholds.min_saving_kw, thresholds.min_saving_pct / 100.0 * abs(hold_cooling))
         power_limit = np.maximum(thresholds.max_cooling_power_std_frac * np.abs(cooling),
-                                 thresholds.max_power_std_floor_kw)
+                                 power_std_floor_kw(thresholds))
         return {
             "non_finite": ~finite,
             "rack_inlet": finite & ~(upper < safety.rack_inlet_limit_c),

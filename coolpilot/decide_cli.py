@@ -134,6 +134,9 @@ def cmd_decide(args: argparse.Namespace) -> int:
     emit(args, decision.to_json(), decision.summary())
     if recorder.queued:
         raise CliError(f"the decision could not be recorded: {recorder.last_error}")
+    if decision.reason_code == "setpoint_unknown":  # nothing was written: say so, and fail the command
+        progress(f"coolpilot decide: nothing written: {decision.reason}")
+        return 3
     return 1 if decision.actuation.startswith("failed") else 0
 
 

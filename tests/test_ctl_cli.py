@@ -60,6 +60,19 @@ def test_decide_once_without_a_model_falls_back_records_and_applies(
     assert code == 0 and "outcome fallback (no_model)" in out and "no what-if table" in out
 
 
+def test_decide_once_on_a_site_without_readings_writes_nothing_and_fails(
+        tmp_path: Path, sqlite_url: str, sqlite_engine: sa.Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    from db.migrate import upgrade
+
+    upgrade(sqlite_engine)  # an empty database (or a mistyped site_id): no setpoint is known
+    cfg = write_config(tmp_path, "auto", sqlite_url)
+    code, out, err = run(capsys, "decide", "--once", "--config", str(cfg), "--json")
+    decision = json.loads(out)
+    assert code == 3 and "nothing written" in err and "current setpoints unknown" in err
+    assert decision["reason_code"] == "setpoint_unknown" and decision["new"] == {} and decision["apply"] is False
+    assert last_applied_setpoints(sqlite_engine, "hall-a") == {}  # no command row was written
+
+
 def test_decide_once_in_advisory_mode_applies_nothing(
         tmp_path: Path, plant_db: str, sqlite_engine: sa.Engine, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = write_config(tmp_path, "advisory", plant_db)

@@ -19,6 +19,7 @@ import pytest
 from controller.config import Config
 from controller.cycle import decide
 from controller.decision import Decision
+from controller.rules import TunedRules
 from coolpilot.harness.history import generate_history, rules_decide, run_closed_loop
 from db.roles import SETPOINT_ROLES
 from simulator.plant_sim import make_plant
@@ -54,7 +55,7 @@ class ControllerPolicy:
 
 
 @pytest.mark.slow
-def test_a_week_in_auto_uses_less_cooling_energy_than_tuned_rules_and_stays_below_the_limit() -> None:
+def test_a_week_in_auto_uses_less_facility_energy_than_tuned_rules_and_stays_below_the_limit() -> None:
     from forecasting.train import TrainConfig, fit_forecaster
 
     # a 15-minute control cycle and a smaller search keep the week's 672 cycles to about a minute
@@ -66,12 +67,16 @@ def test_a_week_in_auto_uses_less_cooling_energy_than_tuned_rules_and_stays_belo
     })
     env = config.envelope()
     history = generate_history(make_plant(seed=0), days=21, explore_share=0.3, seed=1, envelope=env)
+    # the hall's design load from its own history, for the tuned rules and CoolPilot's fallback alike
+    design = float(history["it_power_kw"].quantile(0.99))
+    config = config.model_copy(update={"rules": config.rules.model_copy(update={"design_it_kw": design})})
+    tuned = TunedRules(design_it_kw=design)
     model = fit_forecaster(history, config=TrainConfig(members=3, hidden=(64, 64), max_epochs=20,
                                                        baselines=False), device="cpu").forecaster
     start = history.index[-1].to_pydatetime() + timedelta(minutes=5)
 
     rules_plant = make_plant(seed=2, start=start)
-    run_closed_loop(rules_plant, rules_decide("tuned", env), WEEK_DAYS)
+    run_closed_loop(rules_plant, rules_decide("tuned", env, tuned=tuned), WEEK_DAYS)
 
     ai_plant = make_plant(seed=2, start=start)
     policy = ControllerPolicy(ai_plant, config, model, every=CYCLE_RECORDS)
@@ -79,16 +84,18 @@ def test_a_week_in_auto_uses_less_cooling_energy_than_tuned_rules_and_stays_belo
     run_closed_loop(ai_plant, policy, WEEK_DAYS,
                     on_record=lambda *_: hottest.append(ai_plant.true_record()["rack_inlet_max_c"]))
 
-    rules_kwh = rules_plant.totals()["cooling_kwh"]
-    ai_kwh = ai_plant.totals()["cooling_kwh"]
+    # judged on facility energy, the objective: warmer air that costs IT power is no saving
+    rules_kwh = rules_plant.totals()["facility_kwh"]
+    ai_kwh = ai_plant.totals()["facility_kwh"]
     outcomes = pd.Series([d.outcome for d in policy.decisions]).value_counts().to_dict()
     assert len(policy.decisions) == round(WEEK_DAYS * 288 / CYCLE_RECORDS)
-    assert outcomes.get("optimised", 0) > 0.3 * len(policy.decisions), outcomes
+    assert outcomes.get("fallback", 0) <= 0.15 * len(policy.decisions), outcomes  # the model decides
+    assert outcomes.get("optimised", 0) > 0.1 * len(policy.decisions), outcomes  # and acts
     assert ai_kwh < rules_kwh, (ai_kwh, rules_kwh, outcomes)
     assert max(hottest) <= LIMIT_C, max(hottest)
     for d in policy.decisions:  # every emitted vector respected the envelope
         for role in SETPOINT_ROLES:
             b = env.bounds(role)
             assert b.min_c - 1e-9 <= d.new[role] <= b.max_c + 1e-9
-    print(f"cooling energy: auto {ai_kwh:.0f} kWh, tuned rules {rules_kwh:.0f} kWh "
+    print(f"facility energy: auto {ai_kwh:.0f} kWh, tuned rules {rules_kwh:.0f} kWh "
           f"({100 * (1 - ai_kwh / rules_kwh):.1f} % less); hottest true rack inlet {max(hottest):.2f} C; {outcomes}")

@@ -15,11 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.bounds import RoleBounds, SetpointEnvelope
+from controller.config import SafetySettings
 from controller.safety import LOOK_BACK_ROWS, InletOutlook, gate, look_ahead_ceilings, verify
 
 LIMIT_C, MARGIN_K = 27.0, 0.5
 ENV = SetpointEnvelope(roles={"supply_air_sp_c": RoleBounds(min_c=18.0, max_c=27.0, max_step_k=0.5)})
 SA = "supply_air_sp_c"
+SAFETY = SafetySettings()  # the shipped defaults are what is tested
 
 
 def _run(proposals: list[float], offset_k: float, tau_min: float, start_sp_c: float, *, look_ahead: bool) -> float:
@@ -27,13 +29,15 @@ def _run(proposals: list[float], offset_k: float, tau_min: float, start_sp_c: fl
     sp = start_sp_c
     inlet = sp + offset_k
     history = [inlet]
+    offsets = [inlet - sp]  # the window's inlet-over-supply differences (the cycle takes their max)
     hottest = inlet
     alpha = 1.0 - math.exp(-5.0 / tau_min)
     for want in proposals:
         recent = history[-(LOOK_BACK_ROWS + 1):]
-        outlook = InletOutlook(inlet_over_supply_k=inlet - sp, inlet_rise_k=recent[-1] - min(recent))
+        outlook = InletOutlook(inlet_over_supply_k=max(offsets[-24:]), inlet_rise_k=recent[-1] - min(recent))
         caps = look_ahead_ceilings({SA: sp}, ENV, outlook, rack_inlet_max_c=inlet, rack_inlet_limit_c=LIMIT_C,
-                                   near_limit_margin_k=MARGIN_K, rising_band_k=3.0, rising_k=0.3) if look_ahead else {}
+                                   near_limit_margin_k=MARGIN_K, rising_band_k=SAFETY.rising_band_k,
+                                   rising_k=SAFETY.rising_k) if look_ahead else {}
         out = gate({SA: want}, {SA: sp}, ENV, hot_guard=inlet >= LIMIT_C - MARGIN_K, ceilings=caps)
         check = verify(out.setpoints, {SA: sp}, ENV, rack_inlet_max_c=inlet, rack_inlet_limit_c=LIMIT_C,
                        near_limit_margin_k=MARGIN_K, ceilings=caps)
@@ -41,11 +45,12 @@ def _run(proposals: list[float], offset_k: float, tau_min: float, start_sp_c: fl
         sp = out.setpoints[SA]
         inlet += alpha * (sp + offset_k - inlet)
         history.append(inlet)
+        offsets.append(inlet - sp)
         hottest = max(hottest, inlet)
     return hottest
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     proposals=st.lists(st.floats(min_value=15.0, max_value=35.0), min_size=10, max_size=60),
     offset_k=st.floats(min_value=0.5, max_value=6.0),
