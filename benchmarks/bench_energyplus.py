@@ -7,7 +7,7 @@ plant), with ``benchmarks/bench_energyplus_speed.py``'s loops.
 (b) Evaluations: each shipped model (``2zone``, ``crac``), a summer and a winter window
 (7 days from 15 July and from 15 January, UTC, fixed in advance), Leesburg VA weather,
 21 days of training history, seeds 0, 1 and 2. CoolPilot controls the supply-air
-setpoint (the only one these models have; bounds 18-27 C, 0.5 K per cycle, see
+setpoint (the only one these models have; bounds 12-27 C, 0.5 K per cycle, see
 ``coolpilot.evaluation.run.ENERGYPLUS_SUPPLY_AIR``) against the legacy rules, the tuned
 rules and the model's own setpoint managers (``own_controls``). Facility energy is the
 figure: these models' servers draw several % more power per K of warmer inlet air.
