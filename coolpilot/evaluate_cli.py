@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from coolpilot.cli_common import CliError, add_json_arg, emit, parse_start, progress
-from coolpilot.evaluation.run import DEFAULT_PLANT, DEFAULT_START, EvaluationError, EvaluationOptions
+from coolpilot.evaluation.plants import EvaluationError
+from coolpilot.evaluation.run import DEFAULT_PLANT, DEFAULT_START, EvaluationOptions
 
 DEFAULT_OUT = "coolpilot-eval"
 

@@ -45,7 +45,8 @@ def _build_plant(args: argparse.Namespace) -> tuple[Plant, SetpointEnvelope | No
 
 def _build_energyplus(args: argparse.Namespace, model: str | None, point_map: str | None, climate: str | None,
                       start: datetime | None) -> tuple[Plant, SetpointEnvelope]:
-    from coolpilot.evaluation.run import EvaluationError, check_energyplus, run_config
+    from coolpilot.evaluation.plants import EvaluationError, check_energyplus
+    from coolpilot.evaluation.run import run_config
 
     if args.workload is not None:
         raise CliError("the EnergyPlus models carry their own IT load schedules: --workload does not apply")

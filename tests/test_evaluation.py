@@ -13,8 +13,10 @@ import pytest
 
 from coolpilot.cli import main
 from coolpilot.evaluation import kpis as ev
+from coolpilot.evaluation.loops import run_frame
+from coolpilot.evaluation.plants import EvaluationError, plant_maker
 from coolpilot.evaluation.report import diagnose, markdown
-from coolpilot.evaluation.run import EvaluationError, EvaluationOptions, plant_maker, run_frame, summarise
+from coolpilot.evaluation.run import EvaluationOptions, summarise
 from db.roles import SETPOINT_ROLES
 
 T0 = datetime(2023, 7, 15, tzinfo=UTC)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from controller.bounds import SetpointEnvelope
+from coolpilot.evaluation.loops import baseline_control
 from coolpilot.evaluation.report import write_outputs
-from coolpilot.evaluation.run import EvaluationOptions, baseline_control, evaluate
+from coolpilot.evaluation.run import EvaluationOptions, evaluate
 from simulator.plant_sim import make_plant
 from tests._plain_plant import make_plain_plant
 

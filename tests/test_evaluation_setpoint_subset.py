@@ -17,14 +17,9 @@ import pytest
 
 from controller.bounds import RoleBounds, SetpointEnvelope
 from controller.config import Config, parse_config
-from coolpilot.evaluation.run import (
-    ENERGYPLUS_SUPPLY_AIR,
-    EvaluationError,
-    EvaluationOptions,
-    baseline_control,
-    design_it_kw,
-    run_config,
-)
+from coolpilot.evaluation.loops import baseline_control
+from coolpilot.evaluation.plants import EvaluationError
+from coolpilot.evaluation.run import ENERGYPLUS_SUPPLY_AIR, EvaluationOptions, design_it_kw, run_config
 from coolpilot.harness.history import ExploringRules, generate_history, rules_decide, run_closed_loop
 from coolpilot.harness.oracle import oracle_setpoints
 from coolpilot.harness.sim_bridge import EnergyMeter, plant_energy_totals

@@ -32,19 +32,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from controller.bounds import SetpointEnvelope
 from controller.config import Config, SetpointSettings
-from controller.decision import Decision
-from controller.rules import Preset, TunedRules
+from controller.rules import TunedRules
 from coolpilot.evaluation import kpis as ev
-from db.roles import MEASUREMENT_ROLES, SETPOINT_ROLES
-from simulator.plant import Plant, PlantFactory, SteadyStatePlant
+from coolpilot.evaluation.loops import CoolPilotLoop, baseline_control, run_frame
+from coolpilot.evaluation.plants import (
+    EvaluationError,
+    close_plant,
+    energyplus_maker,
+    plant_maker,
+)
+from db.roles import SETPOINT_ROLES
+from simulator.plant import Plant
 
 if TYPE_CHECKING:
     from controller.service.retraining import ChampionProvider, TrainingOutcome
@@ -60,7 +65,6 @@ SCHEMA = "coolpilot.evaluation/1"
 SITE = "eval"
 
 Say = Callable[[str], None]
-PlantMaker = Callable[[datetime], Plant]
 
 #: Supply-air envelope for the EnergyPlus plants unless the config sets its own: from
 #: the lowest supply air the shipped models' own managers ask for (12 C: the 2zone
@@ -71,10 +75,6 @@ PlantMaker = Callable[[datetime], Plant]
 ENERGYPLUS_SUPPLY_AIR = SetpointSettings(min_c=12.0, max_c=27.0, max_step_k=0.5)
 #: Percentile of the training history's IT power taken as the hall's design IT load.
 DESIGN_IT_PERCENTILE = 99.0
-
-
-class EvaluationError(Exception):
-    """An evaluation that cannot run (bad options, a plant that cannot be built, training failed)."""
 
 
 @dataclass(frozen=True)
@@ -152,171 +152,6 @@ class EvaluationResult:
     summary: dict[str, Any]
     runs: dict[str, ControllerRun] = field(default_factory=dict)
     horizon_rows: int = 12
-
-
-def plant_maker(spec: str, climate: str | None, workload: str | None, seed: int) -> tuple[PlantMaker, bool]:
-    """A function building the plant at a start time, and whether the factory takes ``start``.
-
-    Factory arguments are passed only where the factory's signature takes them; a
-    climate or workload it cannot take is an error rather than silently ignored.
-    """
-    try:
-        factory = PlantFactory(spec)
-        factory.refuse_untaken({"climate": climate, "workload": workload})
-    except ValueError as exc:
-        raise EvaluationError(str(exc)) from None
-
-    def make(start: datetime) -> Plant:
-        try:
-            return factory.build(climate=climate, workload=workload, seed=seed, start=start)
-        except (ValueError, OSError) as exc:
-            raise EvaluationError(f"plant {spec!r}: {exc}") from None
-
-    return make, "start" in factory.takes
-
-
-def check_energyplus(model: str | None, point_map: str | None, climate: str | None) -> str:
-    """Check an EnergyPlus model, point map and weather without starting EnergyPlus; its label.
-
-    The same checks ``simulator.energyplus.make_plant`` runs before it starts the engine
-    (model and map resolved, weather header read, engine found, the map checked against
-    the model), so that a bad input is one clear line before any work.
-    """
-    from simulator.energyplus.checks import check_map_against_model, known_variables
-    from simulator.energyplus.climate import read_header, resolve_weather
-    from simulator.energyplus.engine import EngineMissingError, find_engine
-    from simulator.energyplus.factory import resolve_model
-    from simulator.energyplus.model import load_model, upgrade
-
-    try:
-        label, model_path, pm = resolve_model(model, point_map)
-        read_header(resolve_weather(climate))
-        engine = find_engine()
-        doc = upgrade(load_model(model_path), label)
-        known = known_variables(engine.output_variables_csv) if engine.output_variables_csv.is_file() else None
-        for own in (False, True):  # CoolPilot and the rules actuate; the own-controls baseline reads back
-            check_map_against_model(doc, pm, label, own_controls=own, known=known)
-    except (ValueError, OSError, EngineMissingError) as exc:
-        raise EvaluationError(str(exc).strip().splitlines()[0]) from None
-    return label
-
-
-def energyplus_maker(model: str | None, point_map: str | None, climate: str | None,
-                     days: float) -> Callable[..., Plant]:
-    """A function building an EnergyPlus plant at a start time (``own_controls`` as a keyword).
-
-    ``days``: how far each plant may be advanced (history plus window).
-    """
-    check_energyplus(model, point_map, climate)
-
-    def make(start: datetime, *, own_controls: bool = False) -> Plant:
-        from simulator.energyplus import EnergyPlusError, make_plant
-
-        try:
-            return cast(Plant, make_plant(climate, start, model=model, point_map=point_map,
-                                          own_controls=own_controls, days=days))
-        except (ValueError, OSError, EnergyPlusError) as exc:
-            raise EvaluationError(str(exc)) from None
-
-    return make
-
-
-def _close(plant: Plant | None) -> None:
-    """Stop a plant that runs a process (EnergyPlus); nothing for the others."""
-    close = getattr(plant, "close", None)
-    if callable(close):
-        close()
-
-
-def run_frame(plant: Plant, control: Callable[[], None], records: int) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Drive ``records`` record intervals; one row per record.
-
-    Row t: the noise-free values at t where the plant offers them (``true_record``), else
-    its readings; the setpoints in force after ``control`` decided at t; and the energy
-    booked over [t, t + interval) where the plant keeps exact totals (the twin's
-    ``totals()``, EnergyPlus's ``energy_kwh()``; differenced per record) [kWh]. Also
-    returns the setpoints in force before the first record.
-    """
-    from coolpilot.harness.sim_bridge import plant_energy_totals
-
-    initial = dict(plant.setpoints())
-    true_record = getattr(plant, "true_record", None)
-    keys = (*ev.ENERGY_COLUMNS, ev.OTHER_ENERGY)
-    times: list[datetime] = []
-    rows: list[dict[str, float]] = []
-    for _ in range(records):
-        times.append(plant.now)
-        truth = true_record() if callable(true_record) else plant.read()
-        before = plant_energy_totals(plant)
-        control()
-        row = {r: float(truth.get(r, math.nan)) for r in MEASUREMENT_ROLES if r in truth}
-        row.update(plant.setpoints())
-        plant.advance(plant.record_interval_s)
-        after = plant_energy_totals(plant) if before is not None else None
-        if before is not None and after is not None:
-            row.update({k: after[k] - before.get(k, 0.0) for k in keys if k in after})
-        rows.append(row)
-    index = pd.DatetimeIndex(pd.to_datetime(times, utc=True), name="time")
-    return pd.DataFrame(rows, index=index, dtype=np.float64), initial
-
-
-class CoolPilotLoop:
-    """CoolPilot's control for `run_frame`: historian write, the real cycle, actuation.
-
-    Each record goes to the database through ``write_wide`` (as a site historian would),
-    then ``run_cycle`` reads it back through ``InternalSource``, decides, records the
-    decision and applies what the actuator delivered to the plant.
-    """
-
-    def __init__(self, plant: Plant, engine: Any, config: Config, forecaster: Any) -> None:
-        from controller.service.actuators import DbActuator
-        from controller.service.recorder import DecisionRecorder
-        from coolpilot.harness.sim_bridge import PlantActuator
-        from db.historian import InternalSource
-
-        self.plant, self.engine, self.config, self.forecaster = plant, engine, config, forecaster
-        self.source = InternalSource(engine, config.site_id)
-        self.recorder = DecisionRecorder(engine, config.site_id)
-        self.actuator = PlantActuator(plant, DbActuator(engine, config.site_id, retries=0))
-        self.last_applied: dict[str, float] = {}
-        self.rows: list[dict[str, Any]] = []
-
-    def __call__(self) -> None:
-        from controller.cycle import run_cycle
-        from coolpilot.harness.sim_bridge import plant_record
-        from db.ingest import write_wide
-
-        write_wide(self.engine, plant_record(self.plant), self.config.site_id)
-        d = run_cycle(self.config, self.source, self.forecaster, self.actuator, self.recorder,
-                      lambda: self.plant.now, dict(self.last_applied))
-        self.last_applied.update(d.sent)
-        self.rows.append(_decision_row(d))
-
-    def decisions(self) -> pd.DataFrame:
-        """One row per cycle: outcome, reason code, predictions for the emitted setpoints, duration [s]."""
-        index = pd.DatetimeIndex(pd.to_datetime([r["ts"] for r in self.rows], utc=True), name="time")
-        return pd.DataFrame([{k: v for k, v in r.items() if k != "ts"} for r in self.rows], index=index)
-
-
-def _decision_row(d: Decision) -> dict[str, Any]:
-    chosen = d.chosen
-
-    def pick(name: str) -> float:
-        value = getattr(chosen, name, math.nan) if chosen is not None else math.nan
-        return float(value) if isinstance(value, int | float) else math.nan
-
-    return {"ts": d.ts, "outcome": d.outcome, "reason_code": d.reason_code,
-            "objective": getattr(d, "objective", None),
-            "degraded_inputs": len(getattr(d, "degraded_inputs", ()) or ()),
-            "interval_level": d.interval_level if d.interval_level is not None else math.nan,
-            "predicted_cooling_power_kw": pick("cooling_power_kw"),
-            "predicted_cooling_power_lo_kw": pick("cooling_power_lo_kw"),
-            "predicted_cooling_power_hi_kw": pick("cooling_power_hi_kw"),
-            "predicted_it_power_kw": pick("it_power_kw"),
-            "predicted_it_power_lo_kw": pick("it_power_lo_kw"),
-            "predicted_it_power_hi_kw": pick("it_power_hi_kw"),
-            "predicted_rack_inlet_max_c": pick("rack_inlet_max_c"),
-            "duration_s": d.duration_s if d.duration_s is not None else math.nan}
 
 
 def _fresh_sqlite(out_dir: Path) -> str:
@@ -426,7 +261,7 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
         plant_roles = tuple(r for r in SETPOINT_ROLES if r in cp_plant.setpoints())
         config = run_config(opts.config, plant_roles, opts.family)
     except EvaluationError:
-        _close(cp_plant)
+        close_plant(cp_plant)
         raise
     limit_c, site = config.safety.rack_inlet_limit_c, config.site_id
     # History and baselines act on every setpoint the plant has; CoolPilot on config.control.setpoints.
@@ -443,7 +278,7 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
     try:
         cp_plant, history = warmed(cp_plant)
     except BaseException:
-        _close(cp_plant)
+        close_plant(cp_plant)
         raise
     design_source = "the config's rules.design_it_kw" if config.rules.design_it_kw is not None else \
         f"p{DESIGN_IT_PERCENTILE:g} of the training history's IT power"
@@ -493,10 +328,10 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
                                            cp_loop.decisions() if cp_loop is not None else None)
             finally:
                 if plant is not cp_plant:
-                    _close(plant)
+                    close_plant(plant)
     finally:
         engine.dispose()
-        _close(cp_plant)
+        close_plant(cp_plant)
     summary = summarise(runs, interval, limit_c, horizon_rows, family=opts.family)
     summary.update(
         schema=SCHEMA, settings=_settings(opts, config, cp_plant, plant_setpoints, window_start, records,
@@ -561,45 +396,6 @@ def _train_champion(opts: EvaluationOptions, engine: Any, site: str, out_dir: Pa
     say(f"model {trained.version} trained in {trained.duration_s:.0f} s: cooling power MAE "
         f"{trained.cooling_power_mae_kw:.1f} kW, rack inlet MAE {trained.rack_inlet_mae_c:.2f} K")
     return trained, train_config, provider, model
-
-
-def baseline_control(name: str, plant: Plant, envelope: SetpointEnvelope, rack_inlet_limit_c: float, *,
-                     tuned: TunedRules | None = None) -> Callable[[], None] | str:
-    """A `run_frame` control for a rule preset, the oracle or the plant's own controls, or
-    why that controller cannot run.
-
-    The rules decide only the setpoints the plant has, with ``tuned`` as the tuned
-    preset's constants. The oracle searches the plant's own steady-state model, so it
-    runs only on a ``simulator.plant.SteadyStatePlant``; ``own_controls`` only on a plant
-    built to keep its own controls (an EnergyPlus plant with ``own_controls``), where it
-    applies nothing. Otherwise this returns the note that the summary keeps under
-    ``skipped``.
-    """
-    from coolpilot.harness.history import rules_decide
-    from coolpilot.harness.oracle import oracle_decide
-
-    if name == "own_controls":
-        if not getattr(plant, "own_controls", False):
-            return (f"the plant ({type(plant).__name__}) has no controls of its own to keep "
-                    "(only EnergyPlus models built with own_controls do)")
-        return lambda: None
-    if name != "oracle":
-        return _applying(plant, rules_decide(cast(Preset, name), envelope, tuned=tuned,
-                                             rack_inlet_limit_c=rack_inlet_limit_c))
-    if not isinstance(plant, SteadyStatePlant):
-        return (f"the plant ({type(plant).__name__}) does not implement simulator.plant.SteadyStatePlant: "
-                "it has no steady_state() model for the oracle to search")
-    return _applying(plant, oracle_decide(plant, envelope, rack_inlet_limit_c))
-
-
-def _applying(plant: Plant,
-              decide: Callable[[dict[str, float], dict[str, float]], dict[str, float]]) -> Callable[[], None]:
-    """A `run_frame` control that applies a decide function's setpoints to the plant."""
-
-    def control() -> None:
-        plant.apply(decide(plant.read(), plant.setpoints()))
-
-    return control
 
 
 def forecast_figures(decisions: pd.DataFrame, frame: pd.DataFrame, horizon_rows: int) -> dict[str, Any]:

@@ -15,10 +15,11 @@ import math
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from simulator.energyplus.checks import check_map_against_model, known_variables
 from simulator.energyplus.climate import read_header, resolve_weather
-from simulator.energyplus.engine import find_engine
+from simulator.energyplus.engine import Engine, find_engine
 from simulator.energyplus.model import load_model, prepare_model, upgrade
 from simulator.energyplus.plant import EnergyPlusPlant, PlantSetup
 from simulator.energyplus.pointmap import PointMap, load_point_map
@@ -88,10 +89,7 @@ def make_plant(
     weather = resolve_weather(climate)
     header = read_header(weather)
     engine = find_engine()
-    doc = upgrade(load_model(model_path), label)
-    check_map_against_model(doc, pm, label, own_controls=own_controls,
-                            known=known_variables(engine.output_variables_csv)
-                            if engine.output_variables_csv.is_file() else None)
+    doc = _checked_model(label, model_path, pm, engine, (own_controls,))
     offset = timedelta(hours=header.utc_offset_h)
     first_day = (when + offset - timedelta(minutes=5)).date()
     last_day = (when + offset + timedelta(days=days)).date()
@@ -102,6 +100,26 @@ def make_plant(
         start=when, own_controls=own_controls, engine=engine, keep_output=keep_output,
         leap_day=_has_leap_day(first_day, last_day),
     ))
+
+
+def _checked_model(label: str, model_path: Path, pm: PointMap, engine: Engine,
+                   own_controls: tuple[bool, ...]) -> dict[str, Any]:
+    """The upgraded model, its point map checked against it for each way it will run."""
+    doc = upgrade(load_model(model_path), label)
+    known = known_variables(engine.output_variables_csv) if engine.output_variables_csv.is_file() else None
+    for own in own_controls:
+        check_map_against_model(doc, pm, label, own_controls=own, known=known)
+    return doc
+
+
+def check_inputs(model: str | Path | None, point_map: str | Path | None, climate: str | Path | None) -> str:
+    """Every check ``make_plant`` makes before it starts EnergyPlus, for both ways a plant runs
+    (actuated, and under its own controls); returns the model's label. Raises ValueError,
+    OSError or ``EngineMissingError`` with one clear line."""
+    label, model_path, pm = resolve_model(model, point_map)
+    read_header(resolve_weather(climate))
+    _checked_model(label, model_path, pm, find_engine(), (False, True))
+    return label
 
 
 def _has_leap_day(first_day: date, last_day: date) -> bool:
