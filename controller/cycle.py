@@ -386,8 +386,9 @@ def required_roles(config: Config, model: Forecaster | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*RULE_INPUTS, *SETPOINT_ROLES, "supply_air_c", *extra)))
 
 
-#: The most rows a cycle reads so that the stuck check can see a long flat run (one day).
-MAX_STUCK_WINDOW_ROWS = 288
+#: The most rows a cycle reads so that the stuck check can see a long flat run (12 hours),
+#: to bound each cycle's read and check; a longer learned run is not checked for.
+MAX_STUCK_WINDOW_ROWS = 144
 
 
 def window_rows(config: Config, model: Forecaster | None) -> int:

@@ -27,6 +27,10 @@ from controller.config import Config
 from controller.selection import Objective, Selection, resolve_objective, risk_adjusted_kw, select
 from forecasting.protocol import Forecast, Forecaster
 
+#: The number of setpoints the optimizer settings' candidate counts are sized for: a site
+#: controlling fewer searches a smaller box and gets proportionally fewer random and
+#: refined candidates (one setpoint: a 9-point grid plus 1,000 random and 500 refined).
+FULL_DIMENSION = 3
 #: Forecast fields that are not per-candidate arrays.
 _NOT_ARRAYS = frozenset({"interval_level", "masked_roles"})
 
@@ -110,13 +114,14 @@ def optimise(
     roles = config.envelope().setpoint_roles
     lo, hi = box_arrays(box, roles)
     approach = config.coupling.min_coil_approach_k
+    share = len(roles) / FULL_DIMENSION  # the random and refined counts are set for three setpoints
     pool = initial_candidates(hold, lo, hi, min_coil_approach_k=approach,
                               grid_points_per_role=opt.grid_points_per_role,
-                              random_candidates=opt.random_candidates, rng=rng, roles=roles)
+                              random_candidates=round(opt.random_candidates * share), rng=rng, roles=roles)
     batches = [pool]
     forecasts = [score(forecaster, state, pool)]
     objective = resolve_objective(objective_setting, forecasts[0])
-    per_round = opt.refine_candidates // max(opt.refine_iterations, 1)
+    per_round = round(opt.refine_candidates * share) // max(opt.refine_iterations, 1)
     for _ in range(opt.refine_iterations):
         cands = np.vstack(batches)
         fc = concat_forecasts(forecasts)

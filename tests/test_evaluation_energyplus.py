@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from coolpilot.cli import main
+from coolpilot.evaluation.run import ENERGYPLUS_SUPPLY_AIR
 
 SMALL_SEARCH = """site_id = "eval"
 [optimizer]
@@ -114,7 +115,8 @@ def test_simulate_an_energyplus_model_writes_only_its_setpoint(capsys: pytest.Ca
         roles = {r for (r,) in conn.execute("select distinct p.role from readings r join points p on p.id = r.point_id")}
         values = _values(conn, "supply_air_sp_c")
     assert "supply_air_sp_c" in roles and not roles & {"chw_supply_sp_c", "cw_supply_sp_c"}
-    assert min(values) >= 18.0 - 1e-9 and max(values) <= 27.0 + 1e-9  # the EnergyPlus envelope
+    envelope = ENERGYPLUS_SUPPLY_AIR
+    assert min(values) >= envelope.min_c - 1e-9 and max(values) <= envelope.max_c + 1e-9  # the EnergyPlus envelope
     assert max(values) - min(values) >= 2.0  # exploration moved it
 
 
@@ -146,7 +148,8 @@ def test_crac_evaluation_runs_the_real_cycle_against_its_own_controls(
     assert s["family"] == "energyplus" and s["plant_setpoints"] == ["supply_air_sp_c"]
     assert s["controlled_setpoints"] == ["supply_air_sp_c"]
     bounds = s["controller_config"]["setpoints"]["supply_air_sp_c"]
-    assert (bounds["min_c"], bounds["max_c"], bounds["max_step_k"]) == (18.0, 27.0, 0.5)
+    expected = ENERGYPLUS_SUPPLY_AIR
+    assert (bounds["min_c"], bounds["max_c"], bounds["max_step_k"]) == (expected.min_c, expected.max_c, 0.5)
     for name, figs in c.items():  # exact meter energies: facility = IT + cooling + other
         assert figs["facility_kwh"] > 0 and figs["cooling_kwh"] > 0, name
         assert figs["facility_kwh"] == pytest.approx(figs["it_kwh"] + figs["cooling_kwh"] + figs["other_kwh"])

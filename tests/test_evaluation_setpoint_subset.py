@@ -81,9 +81,8 @@ def test_history_on_a_supply_air_only_plant_explores_the_whole_envelope_safely()
     sa = history[SA]
     assert sa.between(default.min_c - 1e-9, default.max_c + 1e-9).all()
     assert sa.diff().abs().max() <= default.max_step_k + 1e-9
-    # Exploration reaches the corners the optimiser wants, and dwells there.
-    at_bottom = (sa <= default.min_c + 1e-6).sum()
-    assert at_bottom >= 6, at_bottom
+    # Exploration spans the envelope the optimiser searches, bottom to top.
+    assert sa.min() <= default.min_c + 1.5, sa.min()
     assert sa.max() >= default.max_c - 1.5  # up to the top, or as far as the hot guard lets it
     assert history["rack_inlet_max_c"].max() < 27.5  # the hot guard keeps it safe
 
@@ -103,7 +102,7 @@ def test_rules_on_a_supply_air_only_plant_decide_only_that_setpoint() -> None:
 
 def test_exploration_draws_corners_and_holds_each_for_a_random_dwell() -> None:
     policy = ExploringRules(1.0, np.random.default_rng(3), envelope=SA_ONLY, corner_share=1.0,
-                            dwell_records=(4, 8))
+                            dwell_records=(4, 8), mean_hold_records=float("inf"))  # no early redraws
     reading = {"rack_inlet_max_c": 20.0, "it_power_kw": 100.0}
     current = {SA: 22.0}
     seen = []
