@@ -205,9 +205,11 @@ def make_rig(engine: sa.Engine, tmp_path: Path, mode: str = "auto", extra: str =
              plant: SimulatedPlant | None = None, days: float = 0.25, explore: float = 0.0) -> Rig:
     """``days`` of quiet-sensor history under the rules (``explore``: share of random setpoints) for ``SITE``."""
     plant = plant or make_plant(seed=3, sensor_defects=QUIET_SENSORS)
-    history = generate_history(plant, days=days, explore_share=explore, seed=3)
+    holder = ConfigHolder(write_config(tmp_path / "coolpilot.toml", mode, extra))
+    # history explores inside the operator's own envelope, so the daemon starts within its bounds
+    history = generate_history(plant, days=days, explore_share=explore, seed=3, envelope=holder.config.envelope())
     write_wide(engine, history, site=SITE)
-    return Rig(engine, plant, ConfigHolder(write_config(tmp_path / "coolpilot.toml", mode, extra)))
+    return Rig(engine, plant, holder)
 
 
 @dataclass

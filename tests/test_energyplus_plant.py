@@ -141,6 +141,15 @@ def test_a_warmer_supply_air_setpoint_moves_power_the_way_these_models_do(name: 
         assert mean(1, "cooling_power_kw") > 1.1 * mean(0, "cooling_power_kw")
 
 
+def test_time_runs_on_across_new_year() -> None:
+    # EnergyPlus's calendar year turns during 31 December's last timestep; the plant's clock must not
+    with make_plant(climate="leesburg", start=datetime(2022, 12, 31, 22, tzinfo=UTC), model="crac", days=1) as plant:
+        stamps = [t for t, _ in _run(plant, 36)]
+    steps = {b - a for a, b in itertools.pairwise(stamps)}
+    assert steps == {timedelta(minutes=5)}, (stamps[0], stamps[-1])
+    assert stamps[-1] < datetime(2023, 1, 2, tzinfo=UTC)
+
+
 def test_plants_side_by_side_do_not_share_state() -> None:
     kwargs = {"climate": "chicago", "start": SUMMER, "model": "2zone", "days": 1}
     with make_plant(**kwargs) as alone:

@@ -46,11 +46,6 @@ def test_exploration_stays_inside_bounds_and_rate_limits_and_hits_the_share() ->
     # Exploration really moves setpoints over most of their range.
     assert sp["chw_supply_sp_c"].max() - sp["chw_supply_sp_c"].min() > 4.0
     assert sp["cw_supply_sp_c"].max() - sp["cw_supply_sp_c"].min() > 6.0
-    # ... and reaches its edges, where an optimiser goes, and dwells there (targets at the corners).
-    for role in SETPOINT_ROLES:
-        b = env.bounds(role)
-        at_edge = ((sp[role] <= b.min_c + 0.25) | (sp[role] >= b.max_c - 0.25)).mean()
-        assert at_edge > 0.03, (role, at_edge)
     assert frame["rack_inlet_max_c"].max() < 27.5  # the hot guard keeps it safe
 
 

@@ -231,8 +231,7 @@ class EnergyPlusPlant:
             (year, month, day, minute), step_s, raw = message[1], message[2], message[3]
             if abs(step_s - RECORD_INTERVAL_S) > 1e-6:
                 raise self._failure(f"the model runs {step_s:g} s timesteps, not {RECORD_INTERVAL_S:g} s")
-            local = datetime(year, month, day, tzinfo=UTC) + timedelta(minutes=minute)
-            self._now = local - self._offset
+            self._now = self._step_end_utc(year, month, day, minute, step_s)
             self._raw, self._step_s = raw, step_s
             self._reading = self._reader.read(raw, step_s)
         elif kind == "error":
@@ -242,6 +241,26 @@ class EnergyPlusPlant:
                                 " UTC; build the plant with more days, or see the errors below")
         else:
             raise self._failure(f"EnergyPlus stopped before the run period began (return code {message[1]})")
+
+    def _step_end_utc(self, year: int, month: int, day: int, minute: int, step_s: float) -> datetime:
+        """The end of the timestep EnergyPlus reports, in UTC.
+
+        EnergyPlus's calendar year already reads the new year during the last timestep of
+        31 December (hour 24): of the years around the reported one, take the one that
+        makes this step follow the previous one.
+        """
+        def at(y: int) -> datetime | None:
+            try:
+                return datetime(y, month, day, tzinfo=UTC) + timedelta(minutes=minute) - self._offset
+            except ValueError:  # 29 February of a year without one
+                return None
+
+        reported = at(year)
+        if not self._raw and reported is not None:
+            return reported
+        expected = self._now + timedelta(seconds=step_s)
+        found = [t for t in (at(year - 1), reported, at(year + 1)) if t is not None]
+        return min(found, key=lambda t: abs((t - expected).total_seconds()))
 
     def _failure(self, what: str) -> EnergyPlusError:
         """An error naming the model and quoting eplusout.err; the plant is closed."""
