@@ -60,3 +60,14 @@ def progress(message: str) -> None:
     """A progress line for the operator, on stderr so that --json stdout stays clean."""
     sys.stderr.write(message.rstrip("\n") + "\n")
     sys.stderr.flush()
+
+
+def add_energyplus_args(parser: argparse.ArgumentParser) -> None:
+    """``--energyplus``, ``--point-map`` and ``--weather``: the EnergyPlus plant family's flags."""
+    parser.add_argument("--energyplus", default=None, metavar="MODEL",
+                        help="run on an EnergyPlus model: a shipped one (2zone, crac) or your .epJSON "
+                             "(with --point-map); excludes --plant")
+    parser.add_argument("--point-map", default=None, metavar="TOML",
+                        help="point map for your own EnergyPlus model (its [map] model names the .epJSON)")
+    parser.add_argument("--weather", default=None, metavar="EPW",
+                        help="an .epw / .epw.gz weather file (instead of --climate)")

@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from coolpilot.cli_common import CliError, add_json_arg, emit, parse_start, progress
+from coolpilot.cli_common import CliError, add_energyplus_args, add_json_arg, emit, parse_start, progress
 from coolpilot.evaluation.plants import EvaluationError
 from coolpilot.evaluation.run import DEFAULT_PLANT, DEFAULT_START, EvaluationOptions
 
@@ -138,15 +138,9 @@ def register(subparsers: Any) -> None:
             "(EnergyPlus). Judged on facility energy first. Writes report.md, plots and evaluation.json to --out."
         ),
     )
-    p.add_argument("--energyplus", default=None, metavar="MODEL",
-                   help="run on an EnergyPlus model: a shipped one (2zone, crac) or your .epJSON (with --point-map); "
-                        "excludes --plant")
-    p.add_argument("--point-map", default=None, metavar="TOML",
-                   help="point map for your own EnergyPlus model (its [map] model names the .epJSON)")
+    add_energyplus_args(p)
     p.add_argument("--climate", default=None, metavar="NAME",
                    help="shipped climate (leesburg, dallas, chicago, san_jose) or an EPW file; default leesburg")
-    p.add_argument("--weather", default=None, metavar="EPW",
-                   help="an .epw / .epw.gz weather file (instead of --climate)")
     p.add_argument("--workload", default=None, metavar="CSV", help="utilisation CSV; default Alibaba 2017")
     p.add_argument("--start", default=None, metavar="DATE",
                    help=f"first day of the evaluation window, UTC (default {DEFAULT_START:%Y-%m-%d})")

@@ -22,7 +22,15 @@ import pandas as pd
 
 from controller.bounds import SetpointEnvelope
 from controller.rules import PRESETS
-from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, emit, parse_start, progress
+from coolpilot.cli_common import (
+    CliError,
+    add_db_arg,
+    add_energyplus_args,
+    add_json_arg,
+    emit,
+    parse_start,
+    progress,
+)
 from coolpilot.evaluate_cli import plant_choice
 from coolpilot.harness.history import ExploringRules, run_closed_loop
 from db.roles import MEASUREMENT_ROLES, SETPOINT_ROLES
@@ -166,12 +174,7 @@ def register(subparsers: Any) -> None:
             "write readings and setpoints to the database. Same seed, same output."
         ),
     )
-    p.add_argument("--energyplus", default=None, metavar="MODEL",
-                   help="run an EnergyPlus model: a shipped one (2zone, crac) or your .epJSON (with --point-map); "
-                        "excludes --plant")
-    p.add_argument("--point-map", default=None, metavar="TOML",
-                   help="point map for your own EnergyPlus model (its [map] model names the .epJSON)")
-    p.add_argument("--weather", default=None, metavar="EPW", help="an .epw / .epw.gz weather file (instead of --climate)")
+    add_energyplus_args(p)
     p.add_argument("--days", type=float, required=True, help="simulated days")
     p.add_argument("--start", default=None, help="UTC start, ISO date or date-time (default 2023-07-01)")
     p.add_argument(
