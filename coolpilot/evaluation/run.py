@@ -293,42 +293,25 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
     start_reading = cp_plant.read()
     plant_setpoints = dict(cp_plant.setpoints())
     engine = _history_database(out_dir, history, site)
-    runs: dict[str, ControllerRun] = {}
-    skipped: dict[str, str] = {}
-    identical = True
     try:
         trained, train_config, provider, model = _train_champion(opts, engine, site, out_dir, len(history), say)
         horizon_rows = max(round(model.horizon_min * 60.0 / interval), 1)
-        for name in opts.controllers:
-            if name == "own_controls" and opts.family != "energyplus":
-                skipped[name] = "the plant has no controls of its own to keep (only EnergyPlus models do)"
-                say(f"not running {name}: {skipped[name]}")
-                continue
+
+        def plant_for(name: str) -> Plant:
             if name == "coolpilot":
-                plant = cp_plant
-            elif name == "own_controls":
+                return cp_plant
+            if name == "own_controls":
                 plant = make(history_start, own_controls=True)
                 plant.advance(history_records * interval)  # its own controls all along
-            else:
-                plant = warmed()[0]
-            try:
-                if name != "own_controls":
-                    identical = identical and _same_reading(plant.read(), start_reading)
-                cp_loop = CoolPilotLoop(plant, engine, config, provider) if name == "coolpilot" else None
-                control = cp_loop if cp_loop is not None else baseline_control(name, plant, rules_env, limit_c,
-                                                                                tuned=tuned)
-                if isinstance(control, str):
-                    skipped[name] = control
-                    say(f"not running {name}: {control}")
-                    continue
-                say(f"running {name} over {opts.days:g} days from {plant.now:%Y-%m-%d %H:%M} UTC ...")
-                t0 = time.perf_counter()
-                frame, initial = run_frame(plant, control, records)
-                runs[name] = ControllerRun(name, frame, initial, time.perf_counter() - t0,
-                                           cp_loop.decisions() if cp_loop is not None else None)
-            finally:
-                if plant is not cp_plant:
-                    close_plant(plant)
+                return plant
+            return warmed()[0]
+
+        def control_for(name: str, plant: Plant) -> Callable[[], None] | str:
+            if name == "coolpilot":
+                return CoolPilotLoop(plant, engine, config, provider)
+            return baseline_control(name, plant, rules_env, limit_c, tuned=tuned)
+
+        runs, skipped, identical = _run_controllers(opts, records, start_reading, plant_for, control_for, say)
     finally:
         engine.dispose()
         close_plant(cp_plant)
@@ -346,6 +329,39 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
     if not identical:
         log.warning("the plants did not start the window in the same state: the plant is not deterministic")
     return EvaluationResult(summary, runs, horizon_rows)
+
+
+def _run_controllers(opts: EvaluationOptions, records: int, start_reading: dict[str, float],
+                     plant_for: Callable[[str], Plant], control_for: Callable[[str, Plant], Callable[[], None] | str],
+                     say: Say) -> tuple[dict[str, ControllerRun], dict[str, str], bool]:
+    """Each controller over the same window on its own plant: the runs, what was skipped and why,
+    and whether every plant (but the own-controls one) started the window in the same state."""
+    runs: dict[str, ControllerRun] = {}
+    skipped: dict[str, str] = {}
+    identical = True
+    for name in opts.controllers:
+        if name == "own_controls" and opts.family != "energyplus":
+            skipped[name] = "the plant has no controls of its own to keep (only EnergyPlus models do)"
+            say(f"not running {name}: {skipped[name]}")
+            continue
+        plant = plant_for(name)
+        try:
+            if name != "own_controls":
+                identical = identical and _same_reading(plant.read(), start_reading)
+            control = control_for(name, plant)
+            if isinstance(control, str):
+                skipped[name] = control
+                say(f"not running {name}: {control}")
+                continue
+            say(f"running {name} over {opts.days:g} days from {plant.now:%Y-%m-%d %H:%M} UTC ...")
+            t0 = time.perf_counter()
+            frame, initial = run_frame(plant, control, records)
+            decisions = control.decisions() if isinstance(control, CoolPilotLoop) else None
+            runs[name] = ControllerRun(name, frame, initial, time.perf_counter() - t0, decisions)
+        finally:
+            if name != "coolpilot":
+                close_plant(plant)
+    return runs, skipped, identical
 
 
 def _kw(value: float | None) -> str:
