@@ -168,6 +168,20 @@ def controller_figures(summary: Mapping[str, Any], key: str) -> dict[str, Any]:
     return {n: v.get(key) for n, v in summary["controllers"].items()}
 
 
+def coolpilot_figures(cp: Mapping[str, Any]) -> dict[str, Any]:
+    """CoolPilot's decision and closed-loop forecast figures of one run (every benchmark's JSON line has them)."""
+    decisions = cp.get("decisions", {})
+    return {
+        "fallback_share_pct": cp.get("fallback_share_pct"),
+        "outcomes": decisions.get("outcomes"),
+        "fallback_reasons": decisions.get("fallback_reasons"),
+        "cycle_median_ms": cp.get("cycle_median_ms"),
+        "forecast_mae_kw": cp.get("prediction", {}).get("mae_kw"),
+        "forecast_coverage_pct": cp.get("prediction", {}).get("coverage_pct"),
+        "it_forecast_mae_kw": cp.get("prediction_it", {}).get("mae_kw"),
+    }
+
+
 # --- this benchmark ----------------------------------------------------------------------
 
 
@@ -196,13 +210,7 @@ def run_line(climate: str, season: str, summary: dict[str, Any], seconds: float)
         "excess_minutes_above_limit_vs_tuned": cp.get("excess_minutes_above_limit_vs_tuned"),
         "rack_inlet_max_c": controller_figures(summary, "rack_inlet_max_c"),
         "inlet_change_max_c_per_h": cp["change_max_c_per_h"],
-        "fallback_share_pct": cp.get("fallback_share_pct"),
-        "outcomes": cp.get("decisions", {}).get("outcomes"),
-        "fallback_reasons": cp.get("decisions", {}).get("fallback_reasons"),
-        "cycle_median_ms": cp.get("cycle_median_ms"),
-        "forecast_mae_kw": cp.get("prediction", {}).get("mae_kw"),
-        "forecast_coverage_pct": cp.get("prediction", {}).get("coverage_pct"),
-        "it_forecast_mae_kw": cp.get("prediction_it", {}).get("mae_kw"),
+        **coolpilot_figures(cp),
         "targets": targets_of(summary),
         "targets_met": summary["targets_met"],
         "consistency_problems": summary["consistency_problems"],
