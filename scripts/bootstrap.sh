@@ -16,8 +16,8 @@ python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 echo "bootstrap: virtual environment in .venv; CPU build of PyTorch (first run: about a minute) ..." >&2
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" \
     || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-echo "bootstrap: installing CoolPilot with its dev, postgres and energyplus extras ..." >&2
-python -m pip install -q -e ".[dev,postgres,energyplus]"
+echo "bootstrap: installing CoolPilot with its dev, postgres, energyplus, bacnet and ray extras (first run: a few minutes) ..." >&2
+python -m pip install -q -e ".[dev,postgres,energyplus,bacnet,ray]"
 
 # Local services for the test suite (skipped quietly where we are not root).
 if [ "$(id -u)" = "0" ]; then
