@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from db.grid import GRID_FREQ
 from db.query import WideFrame
@@ -50,3 +50,17 @@ class Actuator(Protocol):
     def send(self, setpoints: Mapping[str, float], *, ts: datetime, decision_id: int | None,
              reason: str) -> ActuationResult: ...
 
+
+
+@runtime_checkable
+class Releasable(Protocol):
+    """An actuator that can hand control back to the plant's own logic (BACnet: write NULL).
+
+    Optional: the wiring passes an actuator that is one as ``DaemonParts.releaser``, and the
+    daemon releases on shutdown, after a failed cycle and in the modes where
+    ``hands_back(mode)`` is true (existing actuators need not implement it).
+    """
+
+    def hands_back(self, mode: str) -> bool: ...
+
+    def release(self, reason: str) -> ActuationResult: ...

@@ -9,6 +9,8 @@ which roles were delivered so the daemon rate-limits against what the plant got.
   ``sent``) in one transaction; a building-management integration reads them.
 * ``MqttActuator``: one retained QoS-1 message per setpoint, acknowledged by the
   broker; rows are logged ``pending`` first and then marked ``sent`` or ``failed``.
+* ``BacnetActuator`` (``controller.service.bacnet``): BACnet/IP writes at a priority with
+  read-back and relinquish; the same command log as MQTT.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 
-from controller.config import ActuatorSettings, MqttSettings
-from controller.seams import ActuationResult
+from controller.config_actuator import ActuatorSettings, MqttSettings
+from controller.config_bacnet import BacnetSettings
+from controller.seams import ActuationResult, Actuator
 from db.engine import DatabaseError
 from db.roles import SETPOINT_ROLES
 
@@ -71,6 +75,49 @@ class DbActuator:
         return ActuationResult(ok=False, status=f"failed: {error}")
 
 
+class CommandLog:
+    """The command log of an actuator that delivers outside the database (MQTT, BACnet).
+
+    Rows are ``pending`` first, then ``sent`` or ``failed`` with why, so a row never
+    claims a delivery that did not happen; a database outage never stops delivery (the
+    log misses those commands, and says so in the service log). ``engine`` None: no log.
+    """
+
+    def __init__(self, engine: sa.Engine | None, site: str, channel: str) -> None:
+        self.engine, self.site, self.channel = engine, site, channel
+
+    def pending(self, values: Mapping[str, float], ts: datetime, decision_id: int | None,
+                reason: str) -> dict[str, int]:
+        """One ``pending`` row per setpoint; their ids by role ({} without a log)."""
+        if self.engine is None:
+            return {}
+        from db.records import insert_setpoint_commands
+
+        try:
+            ids = insert_setpoint_commands(self.engine, self.site, ts, values, source=SOURCE, reason=reason,
+                                           status="pending", decision_id=decision_id)
+        except DatabaseError as exc:
+            log.warning("cannot log %s setpoint commands: %s", self.channel, exc)
+            return {}
+        return dict(zip(values, ids, strict=True))
+
+    def settle(self, ids: Mapping[str, int], errors: Mapping[str, str | None]) -> None:
+        """Each pending row becomes ``sent`` (its role's error is None) or ``failed`` with that error."""
+        if not ids or self.engine is None:
+            return
+        from db.records import update_setpoint_command_status
+
+        for role, command_id in ids.items():
+            error = errors.get(role, "not delivered")
+            try:
+                if error is None:
+                    update_setpoint_command_status(self.engine, command_id, "sent")
+                else:
+                    update_setpoint_command_status(self.engine, command_id, "failed", error=error)
+            except DatabaseError as exc:  # rows stay "pending", which claims nothing
+                log.warning("cannot update setpoint command %d: %s", command_id, exc)
+
+
 class MqttActuator:
     """Publishes each setpoint as a retained QoS-1 JSON message and waits for the broker's ack.
 
@@ -85,6 +132,7 @@ class MqttActuator:
         self.settings, self.site, self.engine = settings, site, engine
         self.retries, self.backoff_s, self._sleep = retries, backoff_s, sleep
         self._factory = client_factory or self._default_client
+        self._commands = CommandLog(engine, site, "MQTT")
         self._client: Any = None
 
     def _default_client(self) -> Any:
@@ -137,7 +185,7 @@ class MqttActuator:
     def send(self, setpoints: Mapping[str, float], *, ts: datetime, decision_id: int | None,
              reason: str) -> ActuationResult:
         values = _valid(setpoints)
-        ids = self._log_pending(values, ts, decision_id, reason)
+        ids = self._commands.pending(values, ts, decision_id, reason)
         pending = dict(values)
         sent: dict[str, float] = {}
         error = ""
@@ -158,38 +206,11 @@ class MqttActuator:
             self.close()  # a fresh session: an abandoned message must not be delivered later
         if pending:
             error = f"{', '.join(pending)} not delivered to mqtt://{self.settings.host}:{self.settings.port}: {error}"
-        self._log_outcome(ids, sent, error)
+        self._commands.settle(ids, {r: None if r in sent else error for r in ids})
         if pending:
             return ActuationResult(ok=False, status=f"failed: {error}", sent=sent)
         return ActuationResult(ok=True, status="sent", sent=sent)
 
-    def _log_pending(self, values: Mapping[str, float], ts: datetime, decision_id: int | None,
-                     reason: str) -> dict[str, int]:
-        if self.engine is None:
-            return {}
-        from db.records import insert_setpoint_commands
-
-        try:
-            ids = insert_setpoint_commands(self.engine, self.site, ts, values, source=SOURCE, reason=reason,
-                                           status="pending", decision_id=decision_id)
-        except DatabaseError as exc:  # the plant still gets its setpoints; the log misses them
-            log.warning("cannot log MQTT setpoint commands: %s", exc)
-            return {}
-        return dict(zip(values, ids, strict=True))
-
-    def _log_outcome(self, ids: Mapping[str, int], sent: Mapping[str, float], error: str) -> None:
-        if not ids or self.engine is None:
-            return
-        from db.records import update_setpoint_command_status
-
-        for role, command_id in ids.items():
-            try:
-                if role in sent:
-                    update_setpoint_command_status(self.engine, command_id, "sent")
-                else:
-                    update_setpoint_command_status(self.engine, command_id, "failed", error=error)
-            except DatabaseError as exc:  # rows stay "pending", which claims nothing
-                log.warning("cannot update setpoint command %d: %s", command_id, exc)
 
 
 class NullActuator:
@@ -200,8 +221,18 @@ class NullActuator:
         return ActuationResult(ok=False, status="skipped (actuator kind none)")
 
 
-def make_actuator(settings: ActuatorSettings, site: str, engine: sa.Engine | None) -> DbActuator | MqttActuator | NullActuator:
-    """The actuator a config asks for."""
+def make_actuator(settings: ActuatorSettings, site: str, engine: sa.Engine | None, *,
+                  bacnet: BacnetSettings | None = None, mode: Callable[[], str] | None = None,
+                  registry: CollectorRegistry | None = None) -> Actuator:
+    """The actuator a config asks for; ``kind = "bacnet"`` needs the ``[bacnet]`` section
+    (``mode``: the config's current mode, for hand-back; ``registry``: its metrics)."""
+    if settings.kind == "bacnet":
+        from controller.service.bacnet.parts import open_bacnet_actuator
+
+        if bacnet is None:
+            raise ValueError("actuator kind 'bacnet' needs a [bacnet] section")
+        return open_bacnet_actuator(bacnet, site, engine=engine, mode=mode, registry=registry,
+                                    retries=settings.retries, backoff_s=settings.retry_backoff_s)
     if settings.kind == "mqtt":
         return MqttActuator(settings.mqtt, site, engine=engine, retries=settings.retries,
                             backoff_s=settings.retry_backoff_s)

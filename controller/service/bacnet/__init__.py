@@ -1,0 +1,1 @@
+"""BACnet/IP: client thread, actuator (priority write, read-back, relinquish), poller, heartbeat, discovery."""
