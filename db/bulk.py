@@ -18,6 +18,7 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from db.partitions import ensure_partitions
 from db.schema import readings
 
 IntArray = npt.NDArray[np.int64]
@@ -100,6 +101,7 @@ def _may_collide(conn: sa.Connection, pid: IntArray, ts: IntArray) -> bool:
 def _insert_postgresql(conn: sa.Connection, pid: IntArray, ts: IntArray, val: FloatArray) -> int:
     import psycopg  # the 'postgres' extra; only needed on this path
 
+    ensure_partitions(conn, ts)  # a new month's partition exists before its rows (db.partitions)
     payload = pg_copy_payload(pid, ts, val)
     try:
         if not _may_collide(conn, pid, ts):

@@ -11,6 +11,7 @@ forward here; callers decide what a gap means.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,23 +138,50 @@ def to_wide_frame(cells: FloatArray, grid: Grid, roles: list[str]) -> WideFrame:
     return WideFrame(frame, {role: int(n) for role, n in zip(roles, missing.tolist(), strict=True)})
 
 
-def _fetch_point(conn: sa.Connection, point_id: int, lo_s: int, hi_s: int) -> tuple[IntArray, FloatArray]:
-    """(ts_s, value) of one point with ``lo_s < ts_s <= hi_s``, ordered by time.
+def _window_select(n_points: int) -> sa.Select[Any]:
+    """(point_id, ts_s, value) of every reading of points ``:p_0`` .. ``:p_{n-1}`` with
+    ``:lo_s < ts_s <= :hi_s``: one statement for all of a window's points."""
+    ids = [sa.bindparam(f"p_{i}", type_=sa.Integer) for i in range(n_points)]
+    return sa.select(readings.c.point_id, readings.c.ts_s, readings.c.value).where(
+        readings.c.point_id.in_(ids),
+        readings.c.ts_s > sa.bindparam("lo_s", type_=sa.BigInteger),
+        readings.c.ts_s <= sa.bindparam("hi_s", type_=sa.BigInteger),
+    )
 
-    Uses the driver's cursor with a fixed statement and bound parameters: building
-    SQLAlchemy Row objects for half a million readings costs more than the query.
+
+@functools.lru_cache(maxsize=256)
+def _window_sql(dialect: sa.Dialect, n_points: int) -> tuple[str, tuple[str, ...] | None]:
+    """The statement's SQL for one dialect and its positional parameter order (None: named).
+
+    Compiled once per shape: compiling costs a few ms, as much as the read on SQLite.
     """
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"SELECT ts_s, value FROM readings WHERE point_id = {mark} AND ts_s > {mark} AND ts_s <= {mark} ORDER BY ts_s"
+    compiled = _window_select(n_points).compile(dialect=dialect)
+    order = compiled.positiontup
+    return str(compiled), None if order is None else tuple(order)
+
+
+def _fetch_window(
+    conn: sa.Connection, by_point: dict[int, int], lo_s: int, hi_s: int
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """(column, ts_s, value) arrays of the window's readings; ``by_point``: {point_id: column}.
+
+    One query for all points, run on the driver's cursor with bound parameters:
+    building SQLAlchemy Row objects for half a million readings costs more than the query.
+    """
+    point_ids = sorted(by_point)
+    sql, order = _window_sql(conn.dialect, len(point_ids))
+    params: dict[str, Any] = {"lo_s": lo_s, "hi_s": hi_s} | {f"p_{i}": pid for i, pid in enumerate(point_ids)}
+    bound = params if order is None else tuple(params[name] for name in order)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql, (point_id, lo_s, hi_s))
+        cursor.execute(sql, bound)
         rows = cursor.fetchall()
     finally:
         cursor.close()
-    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=2 * len(rows))
-    pairs = flat.reshape(-1, 2)
-    return pairs[:, 0].astype(np.int64), np.ascontiguousarray(pairs[:, 1])
+    triples = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=3 * len(rows)).reshape(-1, 3)
+    slot = np.searchsorted(np.asarray(point_ids, dtype=np.int64), triples[:, 0].astype(np.int64))
+    cols = np.asarray([by_point[p] for p in point_ids], dtype=np.int64)[slot]
+    return cols, triples[:, 1].astype(np.int64), np.ascontiguousarray(triples[:, 2])
 
 
 @translate_errors
@@ -167,7 +195,9 @@ def read_wide(
 ) -> WideFrame:
     """Roles of a site over [start, end) on a regular grid; see the module doc for bucketing.
 
-    An unknown site or a role without points yields all-NaN columns (counted as gaps).
+    The site's points for these roles, then one query for all their readings, bucketed
+    in numpy. An unknown site or a role without points yields all-NaN columns (counted
+    as gaps).
     """
     role_list = check_roles(roles)
     grid = make_grid(start, end, freq)
@@ -175,18 +205,11 @@ def read_wide(
     if grid.n and role_list:
         with engine.connect() as conn:
             sid = site_id(conn, site)
-            by_point = points_for_roles(conn, sid, role_list) if sid is not None else {}
-            if by_point:
-                lo_s, hi_s = grid.window_s()
-                cols, stamps, values = [], [], []
-                for point, role_name in by_point.items():
-                    ts_s, value = _fetch_point(conn, point, lo_s, hi_s)
-                    cols.append(np.full(len(ts_s), role_list.index(role_name), dtype=np.int64))
-                    stamps.append(ts_s)
-                    values.append(value)
-                cells = bucket_to_grid(
-                    np.concatenate(cols), np.concatenate(stamps), np.concatenate(values), grid, len(role_list)
-                )
+            roles_of = points_for_roles(conn, sid, role_list) if sid is not None else {}
+            if roles_of:
+                by_point = {point: role_list.index(role) for point, role in roles_of.items()}
+                col, ts_s, value = _fetch_window(conn, by_point, *grid.window_s())
+                cells = bucket_to_grid(col, ts_s, value, grid, len(role_list))
     return to_wide_frame(cells, grid, role_list)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from alembic import context
 
 from db.engine import make_engine, resolve_url
+from db.partitions import alembic_include_name
 from db.schema import metadata
 
 
@@ -20,6 +21,7 @@ def _run(connection: object) -> None:
         target_metadata=metadata,
         render_as_batch=True,  # SQLite cannot ALTER most things; batch mode copies tables
         compare_type=True,
+        include_name=alembic_include_name,  # readings' monthly partitions are not in db.schema
     )
     with context.begin_transaction():
         context.run_migrations()
