@@ -16,10 +16,13 @@ run it in the background, or a subset:
     python benchmarks/bench_closed_loop.py                                  # everything, seeds 0, 1, 2
     python benchmarks/bench_closed_loop.py --climates leesburg --seasons summer --seeds 0
     python benchmarks/bench_closed_loop.py --days 2 --train-days 14 --max-epochs 10 --no-docs   # a quick look
-    python benchmarks/bench_closed_loop.py --jobs 8     # the set in parallel on a 16-core machine
+    python benchmarks/bench_closed_loop.py --jobs 8     # at most 8 runs at a time, cores / 8 torch threads each
+    python benchmarks/bench_closed_loop.py --ray-address 10.0.0.5:6379    # on an existing Ray cluster
 
-With ``--jobs N`` the runs go to N worker processes, each with cores / N torch threads;
-the JSON lines then come in the order the runs finish (each names its run).
+The runs are Ray tasks (``coolpilot.evaluation.sweep``; a local cluster unless
+``--ray-address``), or run in turn with ``--executor sequential`` (the default without
+Ray, or with ``--jobs 1``). The JSON lines come in the order the runs finish (each
+names its run).
 
 Progress goes to stderr; stdout gets one JSON line per run and, last, one summary line
 (medians and spreads over seeds, targets). Each run's report, plots and JSON land in
@@ -32,17 +35,15 @@ not written; ``--markdown FILE``: the per-run table, also written as the runs fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
-import multiprocessing
 import os
 import shlex
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from coolpilot.evaluation.report import write_outputs  # noqa: E402
-from coolpilot.evaluation.run import EvaluationOptions, evaluate  # noqa: E402
+from coolpilot.evaluation.run import EvaluationOptions  # noqa: E402
+from coolpilot.evaluation.sweep import RunOutcome, RunSpec, run_sweep  # noqa: E402
+from coolpilot.fleet.executor import EXECUTORS, Executor, default_executor, open_executor, ray_available  # noqa: E402
+from coolpilot.sweep_cli import seed_list  # noqa: E402  (also for bench_energyplus and bench_ray)
 from db.jsonable import jsonable  # noqa: E402
 
 CLIMATES = ("leesburg", "dallas", "chicago", "san_jose")
@@ -71,17 +74,6 @@ def _list(text: str, allowed: tuple[str, ...]) -> list[str]:
     if bad or not items:
         raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)} (comma-separated), got {text!r}")
     return items
-
-
-def seed_list(text: str) -> list[int]:
-    """``0,1,2`` -> [0, 1, 2] (non-negative, no repeats)."""
-    try:
-        seeds = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds are comma-separated integers, got {text!r}") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"give distinct non-negative seeds, got {text!r}")
-    return seeds
 
 
 def commit_hash() -> str:
@@ -130,25 +122,54 @@ def write_marked_section(path: Path, marker: str, body: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def run_pool(jobs: list[tuple[Any, ...]], worker: Callable[..., dict[str, Any]], n_jobs: int,
-             done: Callable[[dict[str, Any]], None]) -> None:
-    """Run ``worker(*job)`` for every job, in ``n_jobs`` spawned processes (cores / n_jobs torch threads each)."""
-    if n_jobs <= 1:
-        for job in jobs:
-            done(worker(*job))
-        return
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
-    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(worker, *job, threads) for job in jobs]
-        for future in as_completed(futures):
-            done(future.result())
+def add_executor_args(parser: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--ray-address``, ``--jobs``, ``--threads``: where the runs go."""
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
+                        help="ray (default where Ray is installed: a local cluster, or --ray-address) or sequential")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR", help="run on this Ray cluster")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="at most N runs at a time on a local Ray cluster (1: in turn; default: one per core)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: cores / --jobs, else 1 on Ray, torch's own in turn)")
 
 
-def set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
+@contextlib.contextmanager
+def executor_for(args: argparse.Namespace) -> Iterator[Executor]:
+    """The executor the flags ask for (``coolpilot.fleet.executor``); evaluation runs use no GPU."""
+    if args.jobs is not None and args.jobs < 1:
+        raise SystemExit("--jobs must be at least 1")
+    name = args.executor or ("sequential" if args.jobs == 1 else default_executor())
+    if name == "ray" and not ray_available():
+        raise SystemExit("the Ray executor needs Ray: pip install 'coolpilot[ray]' (or --executor sequential)")
+    if name == "sequential" and args.ray_address is not None:
+        raise SystemExit("--ray-address needs --executor ray")
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs else None)
+    num_cpus = args.jobs * (threads or 1) if args.jobs and args.ray_address is None else None
+    with open_executor(name, address=args.ray_address, threads=threads, gpus=0, num_cpus=num_cpus) as executor:
+        print(f"runs go to the {executor.name} executor", file=sys.stderr, flush=True)
+        yield executor
 
-        torch.set_num_threads(threads)
+
+def run_all(specs: Sequence[RunSpec], args: argparse.Namespace,
+            line_of: Callable[[RunOutcome], dict[str, Any]], done: Callable[[dict[str, Any]], None]) -> None:
+    """Every run through the executor; ``done`` gets each run's JSON line as it finishes.
+
+    A failed run is named on stderr and the others go on; then the benchmark stops
+    (exit 1) without a summary, as a failed run leaves the set incomplete.
+    """
+    failed: list[str] = []
+
+    def finished(outcome: RunOutcome) -> None:
+        if outcome.summary is None:
+            failed.append(outcome.spec.tag)
+            print(f"[{outcome.spec.tag}] FAILED: {outcome.error}", file=sys.stderr, flush=True)
+        else:
+            done(line_of(outcome))
+
+    with executor_for(args) as executor:
+        run_sweep(specs, executor, finished)
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(specs)} run(s) failed: {', '.join(failed)}")
 
 
 def invocation() -> str:
@@ -310,10 +331,8 @@ def docs_section(agg: Mapping[str, Any], command: str, commit: str, when: str, d
     return "\n".join(out) + "\n"
 
 
-def run_one(climate: str, season: str, seed: int, args: argparse.Namespace,
-            threads: int | None = None) -> dict[str, Any]:
-    """One evaluation run, its outputs written, and its JSON line (also the worker of ``--jobs``)."""
-    set_threads(threads)
+def spec_for(climate: str, season: str, seed: int, args: argparse.Namespace) -> RunSpec:
+    """One evaluation run as plain data: its options, output folder and reproducing command."""
     train_config = None
     if args.max_epochs is not None:
         from forecasting.train import TrainConfig
@@ -325,18 +344,16 @@ def run_one(climate: str, season: str, seed: int, args: argparse.Namespace,
                           "--days", f"{args.days:g}", "--train-days", f"{args.train_days:g}", "--seed",
                           str(seed), "--out", str(out)]
                          + (["--max-epochs", str(args.max_epochs)] if args.max_epochs else []))
-    tag = f"[{climate} {season} seed {seed}]"
-    print(f"{tag} {command}", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
     opts = EvaluationOptions(climate=climate, start=start, days=args.days, train_days=args.train_days,
                              seed=seed, train_config=train_config)
+    return RunSpec(f"{climate} {season} seed {seed}", opts, str(out.resolve()), command,
+                   {"climate": climate, "season": season, "seed": seed})
 
-    def say(message: str) -> None:
-        print(f"{tag} {message}", file=sys.stderr, flush=True)
 
-    result = evaluate(opts, out, say=say)
-    summary = write_outputs(result, out, command=command)
-    return run_line(climate, season, summary, time.perf_counter() - t0)
+def line_of(outcome: RunOutcome) -> dict[str, Any]:
+    """A finished run's JSON line."""
+    labels = outcome.spec.labels
+    return run_line(labels["climate"], labels["season"], outcome.summary or {}, outcome.seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,14 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS_MD,
                         help=f"page whose marker section gets the table (default {RESULTS_MD.relative_to(ROOT)})")
     parser.add_argument("--no-docs", action="store_true", help="do not write the table into --results")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    add_executor_args(parser)
     args = parser.parse_args(argv)
     if args.seed is not None and args.seeds is not None:
         parser.error("give --seed or --seeds, not both")
     args.seeds = [args.seed] if args.seed is not None else (args.seeds or list(DEFAULT_SEEDS))
 
     command, commit = invocation(), commit_hash()
-    runs = [(c, s, k, args) for c in args.climates for s in args.seasons for k in args.seeds]
+    runs = [(c, s, k) for c in args.climates for s in args.seasons for k in args.seeds]
     lines: list[dict[str, Any]] = []
 
     def done(line: dict[str, Any]) -> None:
@@ -371,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.markdown is not None:  # rewritten after every run, so a long benchmark can be read as it goes
             args.markdown.write_text(markdown_table(lines), encoding="utf-8")
 
-    run_pool(runs, run_one, args.jobs, done)
-    order = {(c, s, k): i for i, (c, s, k, _) in enumerate(runs)}
+    run_all([spec_for(c, s, k, args) for c, s, k in runs], args, line_of, done)
+    order = {(c, s, k): i for i, (c, s, k) in enumerate(runs)}
     lines.sort(key=lambda r: order[(r["climate"], r["season"], r["seed"])])
     agg = aggregate(lines)
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"

@@ -16,7 +16,8 @@ energy below the best of own controls, legacy and tuned in every run; no minute 
 the 27 C rack-inlet limit.
 
     python benchmarks/bench_energyplus.py                       # everything: 2 models x 2 seasons x 3 seeds
-    python benchmarks/bench_energyplus.py --jobs 4              # four runs at a time
+    python benchmarks/bench_energyplus.py --jobs 4              # four runs at a time (a local Ray cluster)
+    python benchmarks/bench_energyplus.py --executor sequential # in turn, in this process
     python benchmarks/bench_energyplus.py --models crac --seasons summer --seeds 0
     python benchmarks/bench_energyplus.py --quick               # smoke test: 1 day, 1 seed, tiny training
 
@@ -49,19 +50,20 @@ if str(ROOT) not in sys.path:
 from benchmarks.bench_closed_loop import (  # noqa: E402
     RESULTS_MD,
     _list,
+    add_executor_args,
     commit_hash,
     controller_figures,
     coolpilot_figures,
     fmt,
     fmt_spread,
     invocation,
-    run_pool,
+    run_all,
     seed_list,
-    set_threads,
     spread,
     targets_of,
     write_marked_section,
 )
+from coolpilot.evaluation.sweep import RunOutcome, RunSpec  # noqa: E402
 from db.jsonable import jsonable  # noqa: E402
 
 MODELS = ("2zone", "crac")
@@ -130,12 +132,9 @@ def run_line(model: str, season: str, seed: int, summary: Mapping[str, Any], sec
     }
 
 
-def run_one(model: str, season: str, seed: int, args: argparse.Namespace,
-            threads: int | None = None) -> dict[str, Any]:
-    """One evaluation run on an EnergyPlus model, its outputs written; its JSON line (a ``--jobs`` worker)."""
-    set_threads(threads)
-    from coolpilot.evaluation.report import write_outputs
-    from coolpilot.evaluation.run import EvaluationOptions, evaluate
+def spec_for(model: str, season: str, seed: int, args: argparse.Namespace) -> RunSpec:
+    """One evaluation run on an EnergyPlus model as plain data (options, output folder, command)."""
+    from coolpilot.evaluation.run import EvaluationOptions
     from forecasting.train import TrainConfig
 
     config = None
@@ -156,18 +155,16 @@ def run_one(model: str, season: str, seed: int, args: argparse.Namespace,
                          + (["--max-epochs", str(args.max_epochs)] if args.max_epochs and not args.quick else []))
     if args.quick:
         command += "  # --quick: tiny training and a small search, not reproducible by the CLI alone"
-    tag = f"[{model} {season} seed {seed}]"
-    print(f"{tag} {command}", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
     opts = EvaluationOptions(energyplus=model, climate=CLIMATE, start=start, days=args.days,
                              train_days=args.train_days, seed=seed, config=config, train_config=train_config)
+    return RunSpec(f"{model} {season} seed {seed}", opts, str(out.resolve()), command,
+                   {"model": model, "season": season, "seed": seed})
 
-    def say(message: str) -> None:
-        print(f"{tag} {message}", file=sys.stderr, flush=True)
 
-    result = evaluate(opts, out, say=say)
-    summary = write_outputs(result, out, command=command)
-    return run_line(model, season, seed, summary, time.perf_counter() - t0)
+def line_of(outcome: RunOutcome) -> dict[str, Any]:
+    """A finished run's JSON line."""
+    labels = outcome.spec.labels
+    return run_line(labels["model"], labels["season"], labels["seed"], outcome.summary or {}, outcome.seconds)
 
 
 def aggregate(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -292,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-speed", action="store_true", help="skip (a), the plant speed")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 1 day, seed 0, 8 days of history, tiny training, small search")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    add_executor_args(parser)
     parser.add_argument("--out", type=Path, default=Path("coolpilot-eval/bench-energyplus"),
                         help="output folder (default coolpilot-eval/bench-energyplus, git-ignored)")
     parser.add_argument("--results", type=Path, default=RESULTS_MD,
@@ -311,10 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     command, commit = invocation(), commit_hash()
     t0 = time.perf_counter()
     speed_figures = None if args.no_speed else speed(speed_days)
-    runs = [(m, s, k, args) for m in args.models for s in args.seasons for k in args.seeds]
+    runs = [(m, s, k) for m in args.models for s in args.seasons for k in args.seeds]
     lines: list[dict[str, Any]] = []
-    run_pool(runs, run_one, args.jobs, lines.append)
-    order = {(m, s, k): i for i, (m, s, k, _) in enumerate(runs)}
+    run_all([spec_for(m, s, k, args) for m, s, k in runs], args, line_of, lines.append)
+    order = {(m, s, k): i for i, (m, s, k) in enumerate(runs)}
     lines.sort(key=lambda r: order[(r["model"], r["season"], r["seed"])])
     agg = aggregate(lines)
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"

@@ -1,0 +1,1 @@
+"""A fleet of halls: heavy work (retraining, evaluation sweeps) fanned out on Ray or run in turn."""
