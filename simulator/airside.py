@@ -73,6 +73,17 @@ def recirculation_rise_k(cfg: AirsideConfig, server_airflow: Num, crah_airflow: 
     return dt_server * x / (1.0 - x)
 
 
+def busiest_row_factor(srv: ServerConfig, air: AirsideConfig, base_kw: float) -> float:
+    """The busiest row's power (and server airflow) relative to the hall's mean row [-].
+
+    Idle power is spread evenly; the utilisation-driven part above it runs
+    ``row_load_imbalance`` higher in the busiest row, so the factor grows with load.
+    """
+    idle_kw = srv.load_scale * srv.peak_power_kw * srv.idle_fraction
+    busy_kw = max(base_kw - idle_kw, 0.0)
+    return (idle_kw + busy_kw * (1.0 + air.row_load_imbalance)) / max(idle_kw + busy_kw, 1e-9)
+
+
 def coil_design_ua_kw_per_k(cfg: AirsideConfig) -> float:
     """UA of one coil at full airflow [kW/K], from its design point (geometric-mean temperature difference)."""
     air_rise = cfg.design_duty_per_crah_kw / (AIR_KW_PER_M3_S_K * cfg.airflow_per_crah_m3_s)

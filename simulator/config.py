@@ -119,8 +119,12 @@ class AirsideConfig:
     max_water_flow_ratio: float = 1.2  # valve fully open, relative to design coil water flow [-]
     ua_airflow_exponent: float = 0.8  # UA ~ airflow^0.8 (air-side film) [-]
     mixing_offset_k: float = 0.5  # mean rack inlet above supply air with adequate airflow [K]
-    hotspot_offset_k: float = 1.5  # hottest rack inlet above supply air with adequate airflow [K]
-    hotspot_recirc_gain: float = 1.5  # hottest rack sees this multiple of the mean recirculation rise [-]
+    hotspot_offset_k: float = 1.0  # hottest rack inlet above supply air with adequate airflow everywhere [K]
+    hotspot_recirc_gain: float = 1.5  # hottest rack sees this multiple of its row's recirculation rise [-]
+    # Uneven load: the busiest row's utilisation-driven power (above idle) runs this share
+    # above the hall's mean while the CRAHs feed every row alike, so at high utilisation
+    # it pulls more air than it gets and draws hot-aisle air (see ``airside.busiest_row_factor``).
+    row_load_imbalance: float = 0.4  # [-]
     max_recirc_fraction: float = 0.6  # cap on the share of server air drawn from the hot aisle [-]
 
 
@@ -173,6 +177,28 @@ class FacilityConfig:
 
 
 @dataclass(frozen=True)
+class LoadVariation:
+    """Seeded perturbation of the utilisation trace (``simulator.load``), so that no week repeats.
+
+    The shipped trace is one week repeated; real halls drift day to day, gain and lose
+    deployments that persist for days, and are noisy hour to hour. The factors multiply
+    utilisation; their product is kept within [1 - max_level_change, 1 + max_level_change].
+    """
+
+    enabled: bool = True
+    daily_level_sd: float = 0.04  # day-to-day level: log-normal AR(1), stationary standard deviation [-]
+    daily_level_correlation: float = 0.7  # AR(1) coefficient from one day to the next [-]
+    deployments_per_week: float = 0.5  # deployments / decommissions (step changes), Poisson rate [1/week]
+    deployment_step_min: float = 0.04  # smallest step, share of utilisation (either sign) [-]
+    deployment_step_max: float = 0.10  # largest step [-]
+    deployment_days_min: float = 2.0  # a step persists at least this long [days]
+    deployment_days_max: float = 21.0  # and at most this long [days]
+    hourly_noise_sd: float = 0.015  # additive utilisation noise, AR(1), stationary standard deviation [-]
+    hourly_noise_correlation: float = 0.5  # AR(1) coefficient from one hour to the next [-]
+    max_level_change: float = 0.2  # bound on the combined level factor's distance from 1 [-]
+
+
+@dataclass(frozen=True)
 class FaultRates:
     """Random equipment and sensor faults, as Poisson processes (0 disables a kind)."""
 
@@ -195,6 +221,7 @@ class PlantConfig:
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     facility: FacilityConfig = field(default_factory=FacilityConfig)
     faults: FaultRates = field(default_factory=FaultRates)
+    load: LoadVariation = field(default_factory=LoadVariation)
 
     def __post_init__(self) -> None:
         problems = []
@@ -208,5 +235,24 @@ class PlantConfig:
             problems.append(f"servers.idle_fraction must be in [0, 1], got {self.servers.idle_fraction}")
         if self.servers.load_scale <= 0.0:
             problems.append(f"servers.load_scale must be positive, got {self.servers.load_scale}")
+        problems.extend(_load_problems(self.load))
         if problems:
             raise ValueError("invalid plant config: " + "; ".join(problems))
+
+
+def _load_problems(v: LoadVariation) -> list[str]:
+    """What is wrong with a load variation (empty when it is usable)."""
+    problems = []
+    for name in ("daily_level_sd", "deployments_per_week", "hourly_noise_sd"):
+        if not getattr(v, name) >= 0.0:
+            problems.append(f"load.{name} must be non-negative, got {getattr(v, name)}")
+    for name in ("daily_level_correlation", "hourly_noise_correlation"):
+        if not 0.0 <= getattr(v, name) < 1.0:
+            problems.append(f"load.{name} must be in [0, 1), got {getattr(v, name)}")
+    if not 0.0 <= v.deployment_step_min <= v.deployment_step_max:
+        problems.append("load.deployment_step_min must be in [0, load.deployment_step_max]")
+    if not 0.0 < v.deployment_days_min <= v.deployment_days_max:
+        problems.append("load.deployment_days_min must be in (0, load.deployment_days_max]")
+    if not 0.0 <= v.max_level_change < 1.0:
+        problems.append(f"load.max_level_change must be in [0, 1), got {v.max_level_change}")
+    return problems

@@ -248,7 +248,10 @@ def _hall(k: PlantConstants, x: OperatingInputs[Num]) -> _Hall[Num]:
     fan_kw = airside.crah_fan_power_kw(air, crah_air, x.crahs_available)
     recirc_k = airside.recirculation_rise_k(air, server_air, crah_air, it_kw)
     rack_target = x.supply_air_c + air.mixing_offset_k + recirc_k
-    rack_max_offset = (air.hotspot_offset_k - air.mixing_offset_k) + (air.hotspot_recirc_gain - 1.0) * recirc_k
+    # The hottest rack sits in the busiest row, which gets an even share of CRAH air.
+    row = airside.busiest_row_factor(srv, air, x.base_it_power_kw)
+    row_recirc_k = airside.recirculation_rise_k(air, server_air * row, crah_air, it_kw * row)
+    rack_max_offset = (air.hotspot_offset_k - air.mixing_offset_k) + air.hotspot_recirc_gain * row_recirc_k - recirc_k
     return _Hall(it_kw, server_air, crah_air, fan_kw, rack_target, rack_max_offset)
 
 

@@ -8,7 +8,9 @@ The command line loads one from ``module:factory``.
 would you settle under these candidate setpoints?" from its own noise-free model. The
 oracle (``coolpilot.harness.oracle``) searches such a plant; the evaluation runs the
 oracle only where ``isinstance(plant, SteadyStatePlant)`` holds and notes why not
-otherwise. ``simulator.plant_sim.SimulatedPlant`` implements both.
+otherwise. ``simulator.plant_sim.SimulatedPlant`` implements both, and `RolloutPlant`
+(the same candidates held over a horizon on a copy of its full dynamic model), which
+the oracle prefers where a plant offers it.
 """
 
 from __future__ import annotations
@@ -88,6 +90,27 @@ class SteadyStatePlant(Protocol):
         ``setpoints``: shape (N, 3), columns in ``db.roles.SETPOINT_ROLES`` order [C];
         at today's weather and load, with the local loops settled. Returns at least
         ``STEADY_STATE_KEYS``, each an array of N values.
+        """
+        ...
+
+
+#: What `RolloutPlant.rollout` must return, one array of N values each: cooling energy
+#: over the horizon [kWh] and the hottest rack inlet at any step of it [C].
+ROLLOUT_KEYS: tuple[str, ...] = ("cooling_kwh", "rack_inlet_max_c")
+
+
+@runtime_checkable
+class RolloutPlant(Protocol):
+    """A plant that can play candidate setpoints forward on its own full dynamic model.
+
+    Optional, like `SteadyStatePlant`; with it the oracle scores candidates by what the
+    plant really does over a horizon (lags, staging delays, economiser hysteresis).
+    """
+
+    def rollout(self, setpoints: npt.ArrayLike, seconds: float) -> Mapping[str, npt.NDArray[np.float64]]:
+        """Each of N candidates (N, 3) [C] held for ``seconds`` on a copy; the plant does not move.
+
+        Returns at least ``ROLLOUT_KEYS``, each an array of N values.
         """
         ...
 

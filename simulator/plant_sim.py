@@ -25,6 +25,7 @@ from simulator.airside import base_it_power_kw
 from simulator.config import CP_WATER_KJ_PER_KG_K, PlantConfig
 from simulator.drivers import HourlySeries, Weather, hours_since_new_year, load_climate, load_workload
 from simulator.faults import FAULT_KINDS, FaultEvent, FaultSchedule, validate_fault
+from simulator.load import perturb_utilisation
 from simulator.operating_point import (
     NO_LAG,
     OperatingInputs,
@@ -34,6 +35,7 @@ from simulator.operating_point import (
     operating_point,
 )
 from simulator.plant import Plant, SteadyStatePlant
+from simulator.rollout import DynamicState, rollout, stage_down_kw
 from simulator.sensors import SensorBank, SensorDefects
 
 FloatArray = npt.NDArray[np.float64]
@@ -71,9 +73,9 @@ class SimulatedPlant(Plant, SteadyStatePlant):
         self._drybulb = HourlySeries(weather.drybulb_c)
         self._rh = HourlySeries(weather.rh_pct)
         self._wetbulb = HourlySeries(weather.wetbulb_c)
-        self._util = HourlySeries(utilisation)
+        sensor_seed, fault_seed, load_seed = np.random.SeedSequence(seed).spawn(3)
+        self._util = HourlySeries(perturb_utilisation(utilisation, load_seed, config.load))
         self._econ_tower = HourlySeries([economizer_tower_c(self._k, float(w)) for w in weather.wetbulb_c])
-        sensor_seed, fault_seed = np.random.SeedSequence(seed).spawn(2)
         self._sensors = SensorBank(MEASUREMENT_ROLES, sensor_defects, np.random.default_rng(sensor_seed))
         self._faults = FaultSchedule(config.faults, np.random.default_rng(fault_seed), MEASUREMENT_ROLES)
         self._chillers_available = float(config.chiller.count)
@@ -161,6 +163,10 @@ class SimulatedPlant(Plant, SteadyStatePlant):
         )
         return out
 
+    def utilisation_at(self, when: datetime) -> float:
+        """The IT utilisation [0, 1] driving the servers at ``when`` (the perturbed trace)."""
+        return self._util.at(hours_since_new_year(when))
+
     def totals(self) -> dict[str, float]:
         """Energy since the start [kWh], by flow, and economiser hours [h]."""
         return dict(self._totals)
@@ -226,7 +232,33 @@ class SimulatedPlant(Plant, SteadyStatePlant):
             "coil_water_flow_kg_s": op.coil_water_flow_kg_s,
         }
 
+    def rollout(self, setpoints: npt.ArrayLike, seconds: float) -> dict[str, FloatArray]:
+        """Each candidate (N, 3) held for ``seconds`` on the full dynamic model (``simulator.rollout``).
+
+        Sensors, faults and records are left out (equipment stays as available now); the
+        plant itself does not move. Keys, one value per candidate: cooling_kwh,
+        facility_kwh, heat_rejected_kwh over the horizon, rack_inlet_max_c (the hottest
+        inlet at any step), rack_inlet_end_c and chillers_running (at the end).
+        """
+        sp = np.atleast_2d(np.asarray(setpoints, dtype=np.float64))
+        if sp.ndim != 2 or sp.shape[1] != len(SETPOINT_ROLES) or not np.isfinite(sp).all():
+            raise ValueError(f"setpoints must be finite with shape (N, {len(SETPOINT_ROLES)}), got {sp.shape}")
+        if not (math.isfinite(seconds) and seconds > 0.0):
+            raise ValueError(f"a rollout needs a positive horizon in seconds, got {seconds!r}")
+        start = DynamicState(
+            hour=self._h0 + self._t_s / 3600.0, chw_supply_c=self._chw, supply_air_c=self._sa,
+            rack_inlet_mean_c=self._rack, cw_supply_c=self._cw, chillers_running=self._n_run,
+            economizer_on=self._econ, stage_up_s=self._stage_up_s, stage_down_s=self._stage_down_s,
+            chillers_available=self._chillers_available, crahs_available=self._crahs_available,
+        )
+        return rollout(self._k, self._drivers_at, start, sp, seconds, self._step_s)
+
     # --- internals ---------------------------------------------------------------
+
+    def _drivers_at(self, hour: float) -> tuple[float, float, float]:
+        """Wet-bulb [C], base IT power [kW] and economiser tower water [C] at an hour of the year."""
+        return (self._wetbulb.at(hour), base_it_power_kw(self.config.servers, self._util.at(hour)),
+                self._econ_tower.at(hour))
 
     def _drivers_now(self) -> tuple[float, float]:
         h = self._h0 + self._t_s / 3600.0
@@ -302,7 +334,7 @@ class SimulatedPlant(Plant, SteadyStatePlant):
             self._stage_down_s = 0.0
             if self._stage_up_s >= ch.stage_delay_s:
                 n, self._stage_up_s = n + 1.0, 0.0
-        elif n > 0.0 and op.chiller_load_kw + op.unmet_load_kw <= (n - 1.0) * op.chiller_unit_capacity_kw * ch.stage_down_plr:
+        elif n > 0.0 and op.chiller_load_kw + op.unmet_load_kw <= self._stage_down_kw(op, n):
             self._stage_down_s += dt
             self._stage_up_s = 0.0
             if self._stage_down_s >= ch.stage_delay_s:
@@ -310,6 +342,10 @@ class SimulatedPlant(Plant, SteadyStatePlant):
         else:
             self._stage_up_s = self._stage_down_s = 0.0
         self._n_run = min(n, self._chillers_available)
+
+    def _stage_down_kw(self, op: OperatingPoint[float], n: float) -> float:
+        """Chiller load [kW] below which one of ``n`` running chillers stops (``simulator.rollout.stage_down_kw``)."""
+        return float(stage_down_kw(self._k, op.chiller_unit_capacity_kw, n, self._econ))
 
     def _economize(self, op: OperatingPoint[float]) -> None:
         ec = self.config.economizer
