@@ -91,7 +91,8 @@ def _describe(reason: str, safety: SafetySettings, thresholds: ThresholdSettings
     floor = power_std_floor_kw(thresholds)
     return {
         "non_finite": "the model returned a non-finite prediction",
-        "rack_inlet": f"predicted rack inlet + {safety.k_sigma} sigma reaches the {safety.rack_inlet_limit_c} C limit",
+        "rack_inlet": (f"predicted rack inlet + {safety.k_sigma} sigma (or its calibrated interval) reaches the "
+                       f"{safety.rack_inlet_limit_c} C limit"),
         "inlet_uncertainty": f"rack-inlet std above {thresholds.max_rack_inlet_std_k} K",
         "power_uncertainty": (f"cooling-power std above {thresholds.max_cooling_power_std_frac:.0%} of the "
                               f"prediction and above {floor:g} kW"),
@@ -114,6 +115,13 @@ def risk_adjusted_kw(forecast: Forecast, thresholds: ThresholdSettings,
     return mean if k == 0.0 else np.asarray(mean + k * std, dtype=np.float64)
 
 
+def rack_inlet_upper_c(forecast: Forecast, safety: SafetySettings) -> FloatArray:
+    """Where the hottest rack inlet may reach [C]: the higher of mean + k * sigma (the model's
+    spread) and the interval's upper end (calibrated online against what the plant did)."""
+    k_sigma = forecast.rack_inlet_max_c + safety.k_sigma * forecast.rack_inlet_std_c
+    return np.asarray(np.fmax(k_sigma, forecast.rack_inlet_hi_c), dtype=np.float64)
+
+
 def failure_masks(
     forecast: Forecast, hold_index: int, safety: SafetySettings, thresholds: ThresholdSettings,
     objective: Objective = "cooling",
@@ -133,7 +141,7 @@ def failure_masks(
     for arr in (power, power_std, forecast.rack_inlet_max_c, forecast.rack_inlet_std_c, forecast.ood_score):
         finite &= np.isfinite(arr)
     with np.errstate(invalid="ignore"):
-        upper = forecast.rack_inlet_max_c + safety.k_sigma * forecast.rack_inlet_std_c
+        upper = rack_inlet_upper_c(forecast, safety)
         hold_power = float(power[hold_index])
         saving = hold_power - cost  # a move must beat holding with confidence, not on its mean alone
         # the relative threshold is a share of the cooling power (what the saving is reported against)
@@ -181,7 +189,7 @@ def select(
         first_fail[masks[reason]] = reason
     rejected = {r: int((first_fail == r).sum()) for r in REASONS if (first_fail == r).any()}
     with np.errstate(invalid="ignore", over="ignore"):
-        upper = forecast.rack_inlet_max_c + safety.k_sigma * forecast.rack_inlet_std_c
+        upper = rack_inlet_upper_c(forecast, safety)
     power = risk_adjusted_kw(forecast, thresholds, objective)
     power = np.where(np.isfinite(power), power, np.inf)
     if good.any():

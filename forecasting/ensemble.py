@@ -53,6 +53,7 @@ class EnsembleConfig:
     n_outputs: int = 2
     members: int = 5
     hidden: tuple[int, ...] = (64, 64)
+    linear_skip: bool = False  # a linear path from the inputs to the means, beside the MLP
 
     def __post_init__(self) -> None:
         if self.members < 1 or self.n_inputs < 1 or self.n_outputs < 1:
@@ -68,7 +69,7 @@ class EnsembleConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EnsembleConfig:
         return cls(int(data["n_inputs"]), int(data["n_outputs"]), int(data["members"]),
-                   tuple(int(h) for h in data["hidden"]))
+                   tuple(int(h) for h in data["hidden"]), bool(data.get("linear_skip", False)))
 
 
 class BatchedEnsemble(nn.Module):
@@ -86,6 +87,29 @@ class BatchedEnsemble(nn.Module):
             b = torch.empty(config.members, 1, fan_out).uniform_(-bound, bound, generator=generator)
             self.weights.append(nn.Parameter(w))
             self.biases.append(nn.Parameter(b))
+        # Linear skip (config.linear_skip): means = MLP(x) + x W + b. Started at a ridge fit
+        # (`init_skip`), the members begin where a linear model ends and the MLP learns
+        # only what is not linear: on a few days of history that is what lets the ensemble
+        # match its linear and tree baselines instead of trailing them.
+        self.skip_w: nn.Parameter | None = None
+        self.skip_b: nn.Parameter | None = None
+        if config.linear_skip:
+            self.skip_w = nn.Parameter(torch.zeros(config.members, config.n_inputs, config.n_outputs))
+            self.skip_b = nn.Parameter(torch.zeros(config.members, 1, config.n_outputs))
+
+    def init_skip(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Set every member's linear path to ``weight`` (in, out) and ``bias`` (out,)."""
+        if self.skip_w is None or self.skip_b is None:
+            raise ValueError("this ensemble has no linear skip")
+        with torch.no_grad():
+            self.skip_w.copy_(weight.to(self.skip_w).expand_as(self.skip_w))
+            self.skip_b.copy_(bias.to(self.skip_b).reshape(1, 1, -1).expand_as(self.skip_b))
+
+    def _with_skip(self, raw: torch.Tensor, linear: torch.Tensor | None) -> torch.Tensor:
+        if linear is None:
+            return raw
+        k = self.config.n_outputs
+        return torch.cat((raw[..., :k] + linear, raw[..., k:]), dim=-1)
 
     def _hidden_from(self, h: torch.Tensor, start: int) -> torch.Tensor:
         n = len(self.weights)
@@ -99,7 +123,8 @@ class BatchedEnsemble(nn.Module):
         """Raw outputs (M, B, 2*out): means then unconstrained variances."""
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.config.members, -1, -1)
-        return self._hidden_from(x, 0)
+        linear = None if self.skip_w is None or self.skip_b is None else torch.baddbmm(self.skip_b, x, self.skip_w)
+        return self._with_skip(self._hidden_from(x, 0), linear)
 
     def forward_broadcast(self, state: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Raw outputs for one state (n_state,) and N candidate rows (N, n_cand).
@@ -113,7 +138,11 @@ class BatchedEnsemble(nn.Module):
         cand = candidates.unsqueeze(0).expand(self.config.members, -1, -1)
         h = torch.baddbmm(state_term, cand, w0[:, n_state:, :])
         h = F.silu(h, inplace=not torch.is_grad_enabled())
-        return self._hidden_from(h, 1)
+        linear = None
+        if self.skip_w is not None and self.skip_b is not None:
+            skip_state = torch.einsum("s,mso->mo", state, self.skip_w[:, :n_state, :]).unsqueeze(1) + self.skip_b
+            linear = torch.baddbmm(skip_state, cand, self.skip_w[:, n_state:, :])
+        return self._with_skip(self._hidden_from(h, 1), linear)
 
     def split(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, variance) per member, each (M, B, out)."""
@@ -123,9 +152,17 @@ class BatchedEnsemble(nn.Module):
         return mean.float(), var
 
 
-def gaussian_nll(mean: torch.Tensor, var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean Gaussian NLL over members, samples and targets (target broadcast over members)."""
-    return F.gaussian_nll_loss(mean, target.expand_as(mean), var, full=False, reduction="mean")
+def gaussian_nll(mean: torch.Tensor, var: torch.Tensor, target: torch.Tensor, beta: float = 0.0) -> torch.Tensor:
+    """Mean Gaussian NLL over members, samples and targets (target broadcast over members).
+
+    ``beta`` > 0: the beta-NLL of Seitzer et al. (2022), each term weighted by var**beta
+    (no gradient through the weight), so that hard samples are not written off as noise
+    and the mean fits as well as under squared error (beta = 1) while the variance is still learned.
+    """
+    if beta == 0.0:
+        return F.gaussian_nll_loss(mean, target.expand_as(mean), var, full=False, reduction="mean")
+    nll = F.gaussian_nll_loss(mean, target.expand_as(mean), var, full=False, reduction="none")
+    return (nll * var.detach() ** beta).mean()
 
 
 def mixture(raw: npt.NDArray[np.float32], n_outputs: int) -> tuple[FloatArray, FloatArray]:

@@ -69,3 +69,45 @@ def evaluate_on_window(model: EnsembleForecaster, frame: pd.DataFrame, start: pd
     if not mask.any():
         raise ValueError(f"no complete samples between {start.isoformat()} and {end.isoformat()}")
     return ensemble_metrics(model, fs.x[mask], fs.y[mask])
+
+
+#: The baselines an ensemble must not lose to (persistence is reported, never decides).
+PROMOTION_BASELINES: tuple[str, ...] = ("hist_gradient_boosting", "ridge")
+#: One block of the promotion comparison: an hour of 5-minute samples (errors within an hour are correlated).
+PROMOTION_BLOCK_SAMPLES = 12
+#: One-sided confidence of "the ensemble is worse than a baseline" (a normal quantile of block means).
+PROMOTION_Z = 1.645
+
+
+def compare_with_baselines(y: FloatArray, ensemble: FloatArray,
+                           baselines: dict[str, FloatArray]) -> dict[str, dict[str, Any]]:
+    """Per target, the ensemble's MAE against each baseline's on the same held-out rows.
+
+    ``worse`` is True only where the ensemble's excess absolute error is positive with
+    95 % one-sided confidence over hourly blocks (paired: the same rows, the same
+    hours). Why not the plain MAE order: a day or two of held-out data is a few dozen
+    correlated hours, and a difference of a few per cent is noise; a model must not
+    be refused, or promoted, on noise.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for j, target in enumerate(_targets(y)):
+        e_ens = np.abs(y[:, j] - ensemble[:, j])
+        row: dict[str, Any] = {"samples": len(y), "ensemble_mae": float(np.mean(e_ens)) if len(y) else float("nan"),
+                               "baselines": {}}
+        for name, pred in baselines.items():
+            e_base = np.abs(y[:, j] - pred[:, j])
+            row["baselines"][name] = {"mae": float(np.mean(e_base)) if len(y) else float("nan"),
+                                      **_paired_excess(e_ens - e_base)}
+        out[target] = row
+    return out
+
+
+def _paired_excess(d: FloatArray) -> dict[str, Any]:
+    """Mean excess absolute error (target unit), its one-sided lower bound, and whether that is above 0."""
+    n_blocks = len(d) // PROMOTION_BLOCK_SAMPLES
+    if n_blocks < 2:
+        return {"excess": float(np.mean(d)) if len(d) else float("nan"), "excess_low": float("nan"),
+                "blocks": n_blocks, "worse": bool(len(d) and np.mean(d) > 0)}
+    blocks = d[: n_blocks * PROMOTION_BLOCK_SAMPLES].reshape(n_blocks, PROMOTION_BLOCK_SAMPLES).mean(axis=1)
+    low = float(blocks.mean() - PROMOTION_Z * blocks.std(ddof=1) / np.sqrt(n_blocks))
+    return {"excess": float(blocks.mean()), "excess_low": low, "blocks": n_blocks, "worse": low > 0.0}

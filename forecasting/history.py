@@ -9,6 +9,7 @@ out, for `FeatureSpec.for_history` to pick from.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import pandas as pd
 import sqlalchemy as sa
@@ -20,8 +21,8 @@ from forecasting.features import ESSENTIAL_ROLES, STATE_ROLES, WETBULB, FeatureE
 
 
 def load_history(engine: sa.Engine, site: str, days: int, spec: FeatureSpec | None = None, *,
-                 setpoint_roles: Sequence[str] | None = None) -> pd.DataFrame:
-    """The last ``days`` of a site's history on the 5-minute grid.
+                 setpoint_roles: Sequence[str] | None = None, until: datetime | None = None) -> pd.DataFrame:
+    """The last ``days`` of a site's history on the 5-minute grid (up to ``until``, UTC, when given).
 
     ``spec`` given: its roles, and roles with no data are refused. ``spec`` None: every
     state role and ``setpoint_roles`` (default all setpoints); roles with no data are
@@ -32,6 +33,8 @@ def load_history(engine: sa.Engine, site: str, days: int, spec: FeatureSpec | No
     latest = latest_timestamp(engine, site)
     if latest is None:
         raise ValueError(f"site {site!r} has no history: ingest sensor data first (coolpilot db ingest)")
+    if until is not None:  # a replay of a past moment: nothing after it is read
+        latest = min(latest, until)
     end = floor_to_grid(latest) + GRID
     start = end - pd.Timedelta(days=days).to_pytimedelta()
     if spec is not None:

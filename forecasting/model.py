@@ -65,7 +65,7 @@ class EnsembleForecaster:
 
     def __init__(self, *, version: str, spec: FeatureSpec, module: BatchedEnsemble, x_scaler: Scaler,
                  y_scaler: Scaler, conformal_factors: tuple[float, ...], interval_level: float,
-                 ood: KnnOod, meta: Mapping[str, Any]) -> None:
+                 ood: KnnOod, meta: Mapping[str, Any], residual_of: tuple[str | None, ...] | None = None) -> None:
         self._version = version
         self.spec = spec
         self.module = module.to("cpu").float().eval()
@@ -78,6 +78,8 @@ class EnsembleForecaster:
         self.n_state = len(spec.state_names())
         self._now_cols = [spec.state_names().index(f"{sp}@now") for sp in spec.setpoint_roles]  # in force at t
         self._maskable = maskable_columns(spec)
+        self.residual_of = residual_of or (None,) * len(spec.targets)
+        self._base_cols = residual_columns(spec, self.residual_of)
         # One control cycle scores several candidate batches against the same state;
         # the state features are computed once per distinct state (content-keyed).
         self._state_cache: tuple[bytes, FloatArray] | None = None
@@ -124,7 +126,7 @@ class EnsembleForecaster:
         with torch.inference_mode(), flush_denormals():
             raw = self.module.forward_broadcast(torch.from_numpy(z_state).float(), torch.from_numpy(z_cand).float())
         mean_z, var_z = mixture(raw.numpy(), self.module.config.n_outputs)
-        mean, std = self._to_physical(mean_z, var_z)
+        mean, std = self._to_physical(mean_z, var_z, x_state[np.newaxis, :])
         lo, hi = self._intervals(mean, std)
         ood = self.ood.score_broadcast(z_state, z_cand)
         it: dict[str, FloatArray] = {}
@@ -179,14 +181,14 @@ class EnsembleForecaster:
         k = len(self.spec.targets)
         mean_z = np.concatenate(means) if means else np.empty((0, k))
         var_z = np.concatenate(variances) if variances else np.empty((0, k))
-        mean, std = self._to_physical(mean_z, var_z)
+        mean, std = self._to_physical(mean_z, var_z, x)
         lo, hi = self._intervals(mean, std)
         ood = self.ood.score(z) if with_ood and len(z) else np.zeros(len(z))
         return RowPrediction(mean=mean, std=std, lo=lo, hi=hi, ood_score=ood)
 
-    def _to_physical(self, mean_z: FloatArray, var_z: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Standardised outputs -> physical mean and std."""
-        return self.y_scaler.inverse(mean_z), np.sqrt(var_z) * self.y_scaler.std
+    def _to_physical(self, mean_z: FloatArray, var_z: FloatArray, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Standardised outputs -> physical mean and std; residual targets get their current value back."""
+        return self.y_scaler.inverse(mean_z) + residual_base(x, self._base_cols, mean_z.shape[1]), np.sqrt(var_z) * self.y_scaler.std
 
     def _intervals(self, mean: FloatArray, std: FloatArray) -> tuple[FloatArray, FloatArray]:
         lo = np.empty_like(mean)
@@ -201,6 +203,9 @@ class EnsembleForecaster:
         for i, (w, b) in enumerate(zip(self.module.weights, self.module.biases, strict=True)):
             out[f"layer{i}.weight"] = w.detach().cpu().numpy().astype(np.float32)
             out[f"layer{i}.bias"] = b.detach().cpu().numpy().astype(np.float32)
+        if self.module.skip_w is not None and self.module.skip_b is not None:
+            out["skip.weight"] = self.module.skip_w.detach().cpu().numpy().astype(np.float32)
+            out["skip.bias"] = self.module.skip_b.detach().cpu().numpy().astype(np.float32)
         out["ood.reference"] = self.ood.reference.astype(np.float32)
         if self.ood.low is not None and self.ood.high is not None:
             out["ood.low"] = self.ood.low.astype(np.float32)
@@ -220,6 +225,7 @@ class EnsembleForecaster:
             "x_scaler": self.x_scaler.to_json(),
             "y_scaler": self.y_scaler.to_json(),
             "conformal": {"level": self.interval_level, "factors": list(self.conformal_factors)},
+            "residual_of": list(self.residual_of),
             "ood": {"k": self.ood.k, "scale": self.ood.scale, "columns": [int(c) for c in self.ood.columns],
                     "n_state": self.ood.n_state},
             **self.meta,
@@ -260,11 +266,15 @@ class EnsembleForecaster:
         factors = tuple(float(f) for f in conf["factors"])
         if len(factors) != k:
             raise ValueError("conformal factors must be one per target")
+        residual_of = tuple(None if r is None else str(r) for r in sidecar.get("residual_of", [None] * k))
+        if len(residual_of) != k:
+            raise ValueError(f"sidecar residual_of must name one base feature (or null) per target, got {residual_of}")
         reserved = {"format", "version", "targets", "horizon_min", "feature_spec", "feature_names",
-                    "n_state_features", "ensemble", "x_scaler", "y_scaler", "conformal", "ood"}
+                    "n_state_features", "ensemble", "x_scaler", "y_scaler", "conformal", "ood", "residual_of"}
         meta = {key: v for key, v in sidecar.items() if key not in reserved}
         return cls(version=version, spec=spec, module=module, x_scaler=x_scaler, y_scaler=y_scaler,
-                   conformal_factors=factors, interval_level=float(conf["level"]), ood=ood, meta=meta)
+                   conformal_factors=factors, interval_level=float(conf["level"]), ood=ood, meta=meta,
+                   residual_of=residual_of)
 
     # --- the site's data profile (learned with the model; None for older models) -------
     @property
@@ -273,6 +283,44 @@ class EnsembleForecaster:
         if self._profile is None:
             self._profile = (_load_profile(self.meta.get(PROFILE_KEY), self._version),)
         return self._profile[0]
+
+
+def residual_targets(spec: FeatureSpec) -> tuple[str | None, ...]:
+    """Per target, the state feature whose current value the model predicts a change from, or None.
+
+    Why: over one hour the plant mostly stays where it is; learning the change from the
+    current reading (cooling power, hottest inlet) spends the network on what moves.
+    Only features that are never masked qualify (a masked base would have no value to add back).
+    """
+    names = spec.state_names()
+    maskable = dict(zip(spec.feature_names(), maskable_columns(spec), strict=True))
+    return tuple(t if t in names and not maskable[t] and t != IT_TARGET else None for t in spec.targets)
+
+
+def residual_columns(spec: FeatureSpec, residual_of: tuple[str | None, ...]) -> list[tuple[int, int]]:
+    """(target index, feature column) pairs of the residual targets; raises naming an unknown feature."""
+    names = spec.feature_names()
+    out = []
+    for j, base in enumerate(residual_of):
+        if base is None:
+            continue
+        if base not in names:
+            raise ValueError(f"residual target {spec.targets[j]!r}: base feature {base!r} is not among the features")
+        out.append((j, names.index(base)))
+    return out
+
+
+def residual_base(x: FloatArray, cols: list[tuple[int, int]], k: int) -> FloatArray | float:
+    """What to add to the model's outputs [target units]: the base features' values, 0 elsewhere.
+
+    ``x``: feature rows (n, d) or one state row (1, n_state) (base columns are state columns); ``k`` targets.
+    """
+    if not cols:
+        return 0.0
+    base = np.zeros((x.shape[0], k), dtype=np.float64)
+    for j, c in cols:
+        base[:, j] = x[:, c]
+    return base
 
 
 def _load_profile(raw: Any, version: str) -> DataProfile | None:
@@ -303,6 +351,13 @@ def _module_from(tensors: Mapping[str, npt.NDArray[Any]], config: EnsembleConfig
             if tuple(tensors[key].shape) != expected:
                 raise ValueError(f"tensor {key!r} has shape {tuple(tensors[key].shape)}, expected {expected}")
             state[f"{store}.{i}"] = torch.from_numpy(np.asarray(tensors[key], dtype=np.float32))
+    for key, param in (("skip.weight", module.skip_w), ("skip.bias", module.skip_b)):
+        if param is None:
+            continue
+        if key not in tensors or tuple(tensors[key].shape) != tuple(param.shape):
+            raise ValueError(f"weights lack tensor {key!r} of shape {tuple(param.shape)}")
+        state["skip_w" if key == "skip.weight" else "skip_b"] = torch.from_numpy(np.asarray(tensors[key],
+                                                                                           dtype=np.float32))
     module.load_state_dict(state)
     return module
 

@@ -1,10 +1,13 @@
 """Model registry: artifacts on disk, records in the ``models`` table, champion and challenger.
 
-A newly trained model (the challenger) becomes champion only if its score beats the
-champion's on the same recent window of history (the challenger's test window), and
-never while the champion is pinned. Losing challengers are stored as ``rejected``; a
-replaced champion becomes ``retired``. Rollback rejects the champion and restores the
-most recently created retired model. Loading always checks the weights' sha256
+A newly trained model (the challenger) becomes champion only if its ensemble is no
+worse than its best baseline (HistGradientBoosting, ridge; trained on the same split)
+on every target's test-window MAE, its score beats the champion's on the same recent
+window of history (the challenger's test window), and never while the champion is
+pinned. A challenger that loses to a baseline is stored as ``rejected`` even where
+there is no champion: the controller then runs on its rules and says why. Losing
+challengers are stored as ``rejected``; a replaced champion becomes ``retired``.
+Rollback rejects the champion and restores the most recently created retired model. Loading always checks the weights' sha256
 against the database record, so a changed file is refused.
 """
 
@@ -22,7 +25,7 @@ import sqlalchemy as sa
 
 from db import records
 from forecasting.artifact import SIDECAR_FILE, ArtifactError, load_artifact, save_artifact, sha256_file
-from forecasting.evaluate import evaluate_on_window
+from forecasting.evaluate import PROMOTION_BASELINES, evaluate_on_window
 from forecasting.model import EnsembleForecaster
 from forecasting.train import TrainResult
 
@@ -63,9 +66,11 @@ class Decision:
     champion_version: str | None = None
     champion_score: float | None = None
     artifact_path: Path | None = None
+    baselines: tuple[BaselineVerdict, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["baselines"] = [v.as_dict() for v in self.baselines]
         d["artifact_path"] = None if self.artifact_path is None else str(self.artifact_path)
         return d
 
@@ -84,6 +89,70 @@ def decide(challenger_score: float, champion_score: float | None, champion_pinne
                       f"{champion_score:.3f} on the same window: promoted")
     return False, (f"new model scores {challenger_score:.3f} >= champion {champion_version} "
                    f"{champion_score:.3f} on the same window: rejected")
+
+
+#: Meta key of a model record holding its `BaselineVerdict`s.
+BASELINES_KEY = "baseline_verdicts"
+
+
+@dataclass(frozen=True)
+class BaselineVerdict:
+    """One target's test-window MAE (target unit): the ensemble against each baseline."""
+
+    target: str
+    ensemble_mae: float
+    baseline_mae: dict[str, float]
+    #: baselines that beat the ensemble beyond noise (`forecasting.evaluate.compare_with_baselines`)
+    worse_than: tuple[str, ...] = ()
+    samples: int | None = None
+
+    @property
+    def best(self) -> str | None:
+        """The baseline with the lowest MAE, None when none was trained."""
+        return min(self.baseline_mae, key=self.baseline_mae.__getitem__) if self.baseline_mae else None
+
+    @property
+    def ok(self) -> bool:
+        """The ensemble is not worse than any baseline beyond noise (True when there is none to compare)."""
+        return not self.worse_than
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "ensemble_mae": self.ensemble_mae, "baseline_mae": dict(self.baseline_mae),
+                "best": self.best, "ok": self.ok, "worse_than": list(self.worse_than), "samples": self.samples}
+
+
+def baseline_verdicts(metrics: Mapping[str, Any]) -> list[BaselineVerdict]:
+    """Per target forecast by the ensemble, its MAE against the baselines' on the same held-out rows.
+
+    From training's paired comparison (``metrics["promotion"]``: calibration and test blocks,
+    worse only beyond noise) where there is one; else from the test-window MAEs, where any
+    lower baseline MAE counts (a record from before that comparison existed).
+    """
+    paired = metrics.get("promotion")
+    if isinstance(paired, Mapping):
+        return [BaselineVerdict(target, float(row["ensemble_mae"]),
+                                {n: float(b["mae"]) for n, b in row["baselines"].items()},
+                                tuple(n for n, b in row["baselines"].items() if b.get("worse")), int(row["samples"]))
+                for target, row in paired.items()]
+    out = []
+    for target, figures in metrics["ensemble"].items():
+        if not (isinstance(figures, Mapping) and "mae" in figures):
+            continue
+        base = {name: float(metrics[name][target]["mae"]) for name in PROMOTION_BASELINES
+                if isinstance(metrics.get(name), Mapping) and target in metrics[name]}
+        ens = float(figures["mae"])
+        out.append(BaselineVerdict(target, ens, base, tuple(n for n, m in base.items() if m < ens)))
+    return out
+
+
+def baseline_problem(verdicts: list[BaselineVerdict]) -> str | None:
+    """Why the ensemble must not be promoted (worse than its best baseline on some target), else None."""
+    worse = [v for v in verdicts if not v.ok]
+    if not worse:
+        return None
+    return "; ".join(f"{v.target} MAE {v.ensemble_mae:.3g} > {v.best} {v.baseline_mae[v.best or '']:.3g}"
+                     + ("" if v.samples is None else f" over {v.samples} held-out samples, beyond noise")
+                     for v in worse)
 
 
 def _field(rec: Any, name: str) -> Any:
@@ -166,18 +235,23 @@ def register_trained(engine: sa.Engine, result: TrainResult, frame: pd.DataFrame
             note = f" ({exc})"
     promoted, reason = decide(challenger_score, champ_score, champ.pinned if champ else False,
                               champ.version if champ else None)
+    verdicts = baseline_verdicts(result.report["metrics"])
+    worse = baseline_problem(verdicts)
+    if worse is not None:
+        promoted, reason = False, f"not promoted: the ensemble forecasts worse than its best baseline ({worse})"
     meta = {k: v for k, v in model.sidecar().items() if k in ("created_at", "training", "libraries", "horizon_min")}
     meta["decision"] = reason + note
+    meta[BASELINES_KEY] = [v.as_dict() for v in verdicts]
     meta[SIDECAR_SHA256_KEY] = sha256_file(path / SIDECAR_FILE)
     records.insert_model(engine, site=site, version=model.version, artifact_path=str(path.resolve()),
                          sha256=digest, status="candidate", metrics=model.meta.get("metrics", {}), meta=meta)
     if promoted:
         records.set_model_status(engine, model.version, "champion")
-    elif champ is not None and not champ.pinned:
+    elif worse is not None or (champ is not None and not champ.pinned):
         records.set_model_status(engine, model.version, "rejected")
     return Decision(version=model.version, promoted=promoted, reason=reason + note,
                     challenger_score=challenger_score, champion_version=champ.version if champ else None,
-                    champion_score=champ_score, artifact_path=path)
+                    champion_score=champ_score, artifact_path=path, baselines=tuple(verdicts))
 
 
 def promote(engine: sa.Engine, version: str, pin: bool | None = None, site: str = "default") -> ModelEntry:

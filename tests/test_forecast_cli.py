@@ -45,7 +45,7 @@ def test_train_list_show_promote_rollback(db_url: str, simulated: pd.DataFrame, 
     code, rep, err = run(capsys, "train", *common, "--days", str(DAYS), "--models-dir", models_dir,
                          "--max-epochs", "25", "--json")
     assert code == 0, err
-    assert set(rep["metrics"]) == {"ensemble", "persistence", "ridge", "hist_gradient_boosting"}
+    assert set(rep["metrics"]) == {"ensemble", "persistence", "ridge", "hist_gradient_boosting", "promotion"}
     ens, pers = rep["metrics"]["ensemble"], rep["metrics"]["persistence"]
     for target in ("cooling_power_kw", "rack_inlet_max_c"):
         for key in ("mae", "mape_pct", "coverage"):
@@ -53,10 +53,24 @@ def test_train_list_show_promote_rollback(db_url: str, simulated: pd.DataFrame, 
         assert ens[target]["mae"] < pers[target]["mae"]  # it learned something real
         assert 0.6 <= ens[target]["coverage"] <= 1.0
     assert ens["device"].startswith(("cpu", "cuda")) and ens["train_seconds"] > 0
-    assert rep["decision"]["promoted"] and Path(rep["artifact"]).is_dir()
+    assert Path(rep["artifact"]).is_dir()
     g = rep["gaps"]
     assert g["rows"] == g["samples"] + g["dropped_state"] + g["dropped_horizon"] and g["samples"] > 0
     first = rep["version"]
+    # the best forecaster wins: promoted exactly when no baseline beats the ensemble beyond noise on
+    # the held-out blocks (forecasting.evaluate.compare_with_baselines), target by target
+    verdicts = rep["decision"]["baselines"]
+    assert {v["target"] for v in verdicts} == {"cooling_power_kw", "rack_inlet_max_c", "it_power_kw"}
+    paired = rep["metrics"]["promotion"]
+    for v in verdicts:
+        beaten_by = sorted(b for b, f in paired[v["target"]]["baselines"].items() if f["worse"])
+        assert v["ok"] == (not beaten_by) and sorted(v["worse_than"]) == beaten_by
+        assert v["ensemble_mae"] == pytest.approx(paired[v["target"]]["ensemble_mae"])
+    assert rep["decision"]["promoted"] == all(v["ok"] for v in verdicts)
+    if not rep["decision"]["promoted"]:
+        assert "worse than its best baseline" in rep["decision"]["reason"]
+        code, _, err = run(capsys, "models", "promote", *common, first)  # the operator may still choose it
+        assert code == 0, err
 
     # the stored champion forecasts the simulated plant, and knows when inputs are unfamiliar
     model = load_champion(engine, SITE)
@@ -71,7 +85,7 @@ def test_train_list_show_promote_rollback(db_url: str, simulated: pd.DataFrame, 
                           "--max-epochs", "2", "--seed", "1", "--json")
     assert code == 0, err
     second = rep2["version"]
-    assert "same window" in rep2["decision"]["reason"] or "pinned" in rep2["decision"]["reason"]
+    assert any(w in rep2["decision"]["reason"] for w in ("same window", "pinned", "baseline"))
 
     code, listing, _ = run(capsys, "models", "list", *common, "--json")
     assert code == 0 and {m["version"] for m in listing["models"]} == {first, second}

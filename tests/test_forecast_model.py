@@ -128,7 +128,8 @@ def test_split_is_time_ordered_with_an_embargo(history: pd.DataFrame) -> None:
 
 def test_training_beats_persistence_and_reports_every_baseline(trained: TrainResult) -> None:
     m = trained.report["metrics"]
-    assert set(m) == {"ensemble", "persistence", "ridge", "hist_gradient_boosting"}
+    assert set(m) == {"ensemble", "persistence", "ridge", "hist_gradient_boosting", "promotion"}
+    assert set(m["promotion"]["cooling_power_kw"]["baselines"]) == {"ridge", "hist_gradient_boosting"}
     for target in ("cooling_power_kw", "rack_inlet_max_c"):
         assert m["ensemble"][target]["mae"] < m["persistence"][target]["mae"]
         assert 0.0 <= m["ensemble"][target]["coverage"] <= 1.0

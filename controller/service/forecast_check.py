@@ -16,6 +16,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -151,3 +152,91 @@ class DriftCheck:
 
     def reset(self) -> None:
         self._errors.clear()
+
+
+#: Per target: the `controller.decision.Prediction` fields of its mean and sigma.
+_PREDICTION_FIELDS: dict[str, tuple[str, str]] = {
+    "cooling_power_kw": ("cooling_power_kw", "cooling_power_std_kw"),
+    "rack_inlet_max_c": ("rack_inlet_max_c", "rack_inlet_std_c"),
+    "it_power_kw": ("it_power_kw", "it_power_std_kw"),
+}
+
+
+@dataclass(frozen=True)
+class PendingTargets:
+    """One cycle's forecast for the emitted setpoints, per target: (mean, model sigma, factor issued)."""
+
+    anchor: datetime
+    horizon_min: int
+    version: str
+    values: dict[str, tuple[float, float, float]]
+
+    @property
+    def matures_at(self) -> datetime:
+        return self.anchor + timedelta(minutes=self.horizon_min)
+
+
+def actual_target(series: pd.Series, target: str, anchor: datetime, horizon_min: int,
+                  min_share: float = 0.5) -> float | None:
+    """What the model's target was over rows anchor+5 min .. anchor+horizon: the max for the
+    hottest rack inlet [C], else the mean [kW]; None with fewer than ``min_share`` of the rows."""
+    part = series.loc[(series.index > pd.Timestamp(anchor))
+                      & (series.index <= pd.Timestamp(anchor + timedelta(minutes=horizon_min)))]
+    values = pd.to_numeric(part, errors="coerce").to_numpy(dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if len(finite) < max(1, math.ceil(min_share * max(horizon_min // 5, 1))):
+        return None
+    return float(finite.max() if target == "rack_inlet_max_c" else finite.mean())
+
+
+class CalibrationFeed:
+    """Feeds the matured forecasts of the emitted setpoints to the model's online calibration.
+
+    Why here: only the daemon (or an evaluation loop) sees both the decision and, a
+    horizon later, the plant's readings. ``model`` is a
+    `forecasting.online_calibration.CalibratedForecaster` (anything with a ``calibration``);
+    other models are skipped. Forecasts of an earlier model version are dropped unmatured.
+    """
+
+    def __init__(self, max_pending: int = 2016) -> None:
+        self._pending: deque[PendingTargets] = deque(maxlen=max_pending)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, ts: datetime, model: Any, chosen: Any) -> None:
+        """Remember the forecast a cycle at ``ts`` made for its emitted setpoints (``chosen``: a Prediction)."""
+        cal = getattr(model, "calibration", None)
+        if cal is None or chosen is None:
+            return
+        values: dict[str, tuple[float, float, float]] = {}
+        for target in cal.targets:
+            mean_f, std_f = _PREDICTION_FIELDS.get(target, (target, ""))
+            mean, std, factor = getattr(chosen, mean_f, math.nan), getattr(chosen, std_f, math.nan), cal.factor(target)
+            if factor and all(isinstance(v, float) and math.isfinite(v) for v in (mean, std)):
+                values[target] = (mean, std, factor)  # the model's own sigma (intervals carry the factor)
+        anchor = anchor_row(ts)
+        if values:
+            if self._pending and self._pending[-1].anchor == anchor:
+                self._pending.pop()  # one forecast per grid row: the latest decision wins
+            self._pending.append(PendingTargets(anchor, int(model.horizon_min), str(model.version), values))
+
+    def earliest_due(self) -> PendingTargets | None:
+        return self._pending[0] if self._pending else None
+
+    def mature(self, frame: pd.DataFrame, latest_row: datetime, model: Any) -> int:
+        """Update ``model``'s calibration with every forecast due by ``latest_row``; returns how many.
+
+        ``frame``: the plant's readings on the 5-minute grid, reaching back to the oldest due anchor.
+        """
+        cal = getattr(model, "calibration", None)
+        done = 0
+        while self._pending and self._pending[0].matures_at <= latest_row:
+            p = self._pending.popleft()
+            if cal is None or p.version != cal.version:
+                continue
+            for target, (mean, std, factor) in p.values.items():
+                actual = actual_target(frame[target], target, p.anchor, p.horizon_min) if target in frame else None
+                if actual is not None and cal.update(target, mean, std, actual, factor) is not None:
+                    done += 1
+        return done

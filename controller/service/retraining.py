@@ -15,6 +15,7 @@ a whole training run.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from controller.cycle import NoChampion
 from db.engine import DatabaseError
 from forecasting.protocol import Forecaster
 
@@ -46,8 +48,49 @@ class ModelInUse:
     horizon_min: int
 
 
+CALIBRATION_FILE = "online_calibration.json"
+"""Beside a model's artifact: its online calibration (`forecasting.online_calibration`), kept across restarts."""
+
+
+def calibrated(model: Forecaster, path: Path, previous: Any = None) -> Forecaster:
+    """``model`` wrapped in its online calibration: the state saved at ``path``, else the
+    ``previous`` champion's carried over (`OnlineCalibration.carried_to`), else a fresh one.
+
+    A state that cannot be read (or belongs to another version) is logged and not used.
+    """
+    from forecasting.online_calibration import CalibratedForecaster, OnlineCalibration
+
+    cal = None
+    if path.is_file():
+        try:
+            cal = OnlineCalibration.from_json(json.loads(path.read_text(encoding="utf-8")))
+            if cal.version != model.version:
+                raise ValueError(f"it belongs to model {cal.version}")
+        except (OSError, ValueError) as exc:
+            log.warning("online calibration %s not used (%s): starting from the training factors", path, exc)
+            cal = None
+    if cal is None and isinstance(previous, OnlineCalibration):
+        cal = previous.carried_to(model)
+    wrapped: Forecaster = CalibratedForecaster(model, cal or OnlineCalibration.for_model(model))
+    return wrapped
+
+
+def save_calibration(model: Forecaster | None, artifact_dir: Path) -> None:
+    """Write ``model``'s online calibration beside its artifact (atomically); no-op for other models."""
+    cal = getattr(model, "calibration", None)
+    if cal is None:
+        return
+    path = artifact_dir / CALIBRATION_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cal.to_json()), encoding="utf-8")
+    tmp.replace(path)
+
+
 class ChampionProvider:
     """A callable returning the site's champion forecaster (None when there is none).
+
+    The champion comes wrapped in its online calibration (`calibrated`): its intervals
+    and sigmas follow its matured forecasts; `save_calibration` keeps that across restarts.
 
     Raises when the champion cannot be loaded (checksum mismatch, missing file): the
     cycle turns that into a ``model_error`` fallback. A failing version is not re-read
@@ -60,11 +103,45 @@ class ChampionProvider:
         self._model: Forecaster | None = None
         self._info: ModelInUse | None = None
         self._failed: tuple[str, str, Exception] | None = None  # (version, sha256, error)
+        self._artifact_dir: Path | None = None
 
     @property
     def info(self) -> ModelInUse | None:
         """The model currently in use, if any."""
         return self._info
+
+    def _why_no_champion(self) -> str | None:
+        """Why the site has no champion, where its newest model was rejected for losing to a baseline.
+
+        Stable wording (no version, no figures), so that the daemon asks for retraining once, not every cycle.
+        """
+        from forecasting.registry import BASELINES_KEY, list_entries
+
+        try:
+            entries = list_entries(self.engine, self.site)
+        except DatabaseError:
+            return None
+        newest = max(entries, key=lambda e: e.created_at, default=None)
+        verdicts = newest.meta.get(BASELINES_KEY) if newest is not None and newest.status == "rejected" else None
+        if not isinstance(verdicts, list) or all(v.get("ok", True) for v in verdicts if isinstance(v, dict)):
+            return None
+        return ("the newest trained model forecasts worse than a simpler baseline and was not promoted; "
+                "running on the rules (see `coolpilot models show` for the comparison)")
+
+    @property
+    def current(self) -> Forecaster | None:
+        """The model the last call returned (calibration wrapper included), without asking the registry."""
+        return self._model
+
+    def save_calibration(self) -> None:
+        """Persist the champion's online calibration beside its artifact (errors are logged, not raised)."""
+        model, info = self._model, self._artifact_dir
+        if model is None or info is None:
+            return
+        try:
+            save_calibration(model, info)
+        except OSError as exc:
+            log.warning("cannot save the online calibration of model %s: %s", model.version, exc)
 
     def invalidate(self) -> None:
         """Forget the failure cache (after training registered a new model)."""
@@ -84,6 +161,9 @@ class ChampionProvider:
                 return self._model
             if entry is None:
                 self._model, self._info = None, None
+                why = self._why_no_champion()
+                if why is not None:
+                    raise NoChampion(why)
                 return None
             if self._model is not None and self._model.version == entry.version:
                 return self._model
@@ -96,13 +176,16 @@ class ChampionProvider:
                 log.error("cannot load champion model %s: %s", entry.version, exc)
                 raise
             self._failed = None
-            self._model = model
+            self._artifact_dir = Path(entry.artifact_path)
+            wrapped = calibrated(model, self._artifact_dir / CALIBRATION_FILE,
+                                 previous=getattr(self._model, "calibration", None))
+            self._model = wrapped
             created = entry.created_at
             self._info = ModelInUse(version=entry.version, kind="ensemble",
                                     trained_ts_s=created.timestamp() if isinstance(created, datetime) else None,
                                     horizon_min=int(model.horizon_min))
             log.info("using champion model %s", entry.version)
-            return model
+            return wrapped
 
 
 @dataclass(frozen=True)
@@ -123,8 +206,8 @@ class TrainingOutcome:
 class Retrainer:
     """Trains a challenger from the site's history and lets the registry decide.
 
-    ``train_config`` is a ``forecasting.train.TrainConfig`` (None: its defaults without
-    the baseline models, which the champion-challenger rule does not use).
+    ``train_config`` is a ``forecasting.train.TrainConfig`` (None: its defaults, baselines
+    included: a model that loses to its best baseline is not promoted).
     """
 
     def __init__(
@@ -167,7 +250,7 @@ class Retrainer:
         from forecasting.registry import register_trained
         from forecasting.train import TrainConfig, fit_forecaster
 
-        config = self.train_config if self.train_config is not None else TrainConfig(baselines=False)
+        config = self.train_config if self.train_config is not None else TrainConfig()  # baselines decide promotion
 
         def epoch(report: Any) -> None:
             if cancel is not None and cancel.is_set():
