@@ -18,6 +18,7 @@ but the model is unsure more often (more fallbacks); see ``--days``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -31,20 +32,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 from controller.decision import OUTCOMES
+from controller.service.config_watch import ReloadResult
 from controller.service.daemon import CycleReport, Daemon
 from controller.service.triggers import PacedTrigger
 from coolpilot.cli_common import CliError
 from coolpilot.harness.sim_bridge import EnergyMeter, RulesTwin
 from coolpilot.live_view import LiveStatus, LiveView
 from coolpilot.wiring import build_parts, plant_clock
-from db.roles import SETPOINT_ROLES
+from db.roles import SETPOINT_ROLES, pue
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKDIR = "coolpilot-demo"
 DEFAULT_SITE = "demo"
 RECORDS_PER_DAY = 288
+RECORDS_PER_HOUR = 12
+#: What the live view and summary count for cycles in which the operator chose rules mode
+#: (outcome ``fallback``, reason ``mode_rules``): the operator's choice, not a fallback.
+RULES_MODE = "rules_mode"
+#: Two-sided 95 % normal quantile, for the savings share's interval.
+Z95 = 1.96
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,30 @@ class DemoOptions:
 
 
 def _pue(energy: Mapping[str, float]) -> float:
-    it = energy.get("it_kwh", 0.0)
-    return energy.get("facility_kwh", float("nan")) / it if it > 0 else float("nan")
+    """PUE over the run: facility / IT energy, facility metered where the plant has a meter (`db.roles.pue`)."""
+    return pue(energy.get("it_kwh", 0.0), energy.get("cooling_kwh", math.nan), energy.get("facility_kwh"))
+
+
+def running_saving(rules_kwh: ArrayLike, ours_kwh: ArrayLike) -> tuple[float, float]:
+    """Cooling-energy saving as a share of the rules twin's [%] and its 95 % half-width [points].
+
+    ``rules_kwh`` / ``ours_kwh``: cooling energy per block (an hour) of each plant. The
+    share is a ratio estimate; its standard error comes from the blocks' residuals,
+    widened for their lag-1 autocorrelation (hour-to-hour savings are not independent).
+    The half-width is NaN with fewer than 3 blocks: too early to say.
+    """
+    r = np.asarray(rules_kwh, dtype=np.float64)
+    d = r - np.asarray(ours_kwh, dtype=np.float64)
+    if len(r) == 0 or r.sum() <= 0:
+        return math.nan, math.nan
+    share = float(d.sum() / r.sum())
+    if len(r) < 3:
+        return 100.0 * share, math.nan
+    e = d - share * r
+    rho = float(np.corrcoef(e[:-1], e[1:])[0, 1]) if np.std(e[:-1]) > 0 and np.std(e[1:]) > 0 else 0.0
+    rho = min(max(rho, 0.0), 0.9)
+    se = math.sqrt(float((e**2).sum()) / (len(r) * (len(r) - 1)) * (1 + rho) / (1 - rho)) / float(r.mean())
+    return 100.0 * share, 100.0 * Z95 * se
 
 
 class DemoStats:
@@ -88,6 +121,9 @@ class DemoStats:
         self.readings: dict[str, float] = {}
         self.last: CycleReport | None = None
         self.errors = 0
+        self.cycles_metered = 0
+        self.hourly: list[tuple[float, float]] = [(0.0, 0.0)]  # (rules, CoolPilot) cooling [kWh] at each hour
+        self.reload: ReloadResult | None = None  # the config holder's last reload result
 
     @staticmethod
     def _true_rack(plant: Any, readings: Mapping[str, float]) -> float:
@@ -104,6 +140,17 @@ class DemoStats:
         self.rules_rack_max_c = max(self.rules_rack_max_c, rules_rack)
         self.records_above_limit += int(rack > self.limit_c)
         self.rules_records_above_limit += int(rules_rack > self.limit_c)
+        if self.cycles_metered and self.cycles_metered % RECORDS_PER_HOUR == 0:
+            ours, rules = self.energy()
+            self.hourly.append((rules["cooling_kwh"], ours["cooling_kwh"]))
+        self.cycles_metered += 1
+
+    def saving_share(self) -> tuple[float, float, float]:
+        """(saving share [%], its 95 % half-width [points], complete hours behind it [h])."""
+        rules = np.diff([h[0] for h in self.hourly])
+        ours = np.diff([h[1] for h in self.hourly])
+        share, ci = running_saving(rules, ours)
+        return share, ci, float(len(rules))
 
     def after_cycle(self, decision: Any) -> None:
         return None
@@ -113,6 +160,9 @@ class DemoStats:
         d = report.decision
         if d is None:
             self.errors += 1
+            return
+        if d.outcome == "fallback" and d.reason_code == "mode_rules":
+            self.outcomes[RULES_MODE] += 1  # the operator's choice, not a fallback
             return
         self.outcomes[d.outcome] += 1
         if d.outcome == "fallback":
@@ -126,6 +176,9 @@ class DemoStats:
         ours, rules = self.energy()
         saved = rules["cooling_kwh"] - ours["cooling_kwh"]
         d = self.last.decision if self.last is not None else None
+        _, ci, _ = self.saving_share()
+        hours = self.cycles_metered * float(self.plant.record_interval_s) / 3600.0  # plant time metered
+        note = self.reload.message() if self.reload is not None and not self.reload.reload_ok else ""
         return LiveStatus(
             ts=self.plant.now, cycle=self.last.n if self.last else 0, steps=steps, mode=mode,
             outcome=d.outcome if d is not None else "error", reason_code=d.reason_code if d is not None else None,
@@ -136,7 +189,8 @@ class DemoStats:
             savings_pct=100.0 * saved / rules["cooling_kwh"] if rules["cooling_kwh"] > 0 else float("nan"),
             rack_inlet_max_c=self.rack_max_c, rules_rack_inlet_max_c=self.rules_rack_max_c,
             rack_inlet_limit_c=self.limit_c, outcomes=dict(self.outcomes), fallbacks=dict(self.fallbacks),
-            model_version=model_version, metrics_url=metrics_url,
+            model_version=model_version, metrics_url=metrics_url, note=note[:300], savings_ci_pct=ci,
+            hours=hours if hours > 0 else math.nan,
         )
 
 
@@ -189,9 +243,10 @@ def run_demo(opts: DemoOptions, *, say: Callable[[str], None], view_stream: Text
     plant = _plant_with_history(engine, opts, say)
     twin = copy.deepcopy(plant)  # same weather, load, seed and state: only the controller differs
     holder = ConfigHolder(_write_config(opts.workdir, opts))
-    trainer, first_model = _first_model(engine, opts, say)
-    run = _closed_loop(opts, engine, holder, plant, twin, trainer, say, LiveView(view_stream, tty=tty), t_setup)
-    return _summary(run, opts, holder.config.mode, first_model, redact_url(url))
+    trainer, first = _first_model(engine, opts, say)
+    run = _closed_loop(opts, engine, holder, plant, twin, (trainer, first), say, LiveView(view_stream, tty=tty),
+                       t_setup)
+    return _summary(run, opts, holder.config.mode, first.version, redact_url(url))
 
 
 def _empty_site(url: str, site: str) -> Any:
@@ -231,8 +286,8 @@ def _plant_with_history(engine: Any, opts: DemoOptions, say: Callable[[str], Non
     return plant
 
 
-def _first_model(engine: Any, opts: DemoOptions, say: Callable[[str], None]) -> tuple[Any, str | None]:
-    """Train and register the first champion; returns the retrainer the daemon keeps using, and its version."""
+def _first_model(engine: Any, opts: DemoOptions, say: Callable[[str], None]) -> tuple[Any, Any]:
+    """Train and register the first champion; returns the retrainer the daemon keeps using, and the outcome."""
     from controller.service.retraining import Retrainer
     from forecasting.train import TrainConfig
 
@@ -256,7 +311,7 @@ def _first_model(engine: Any, opts: DemoOptions, say: Callable[[str], None]) -> 
     say(f"      model {first.version} trained in {first.duration_s:.0f} s: cooling power MAE "
         f"{first.cooling_power_mae_kw:.1f} kW, rack inlet MAE {first.rack_inlet_mae_c:.2f} K (test window)")
     trainer.on_epoch = None
-    return trainer, first.version
+    return trainer, first
 
 
 @dataclass(frozen=True)
@@ -268,9 +323,13 @@ class _Run:
     run_s: float
 
 
-def _closed_loop(opts: DemoOptions, engine: Any, holder: Any, plant: Any, twin: Any, trainer: Any,
+def _closed_loop(opts: DemoOptions, engine: Any, holder: Any, plant: Any, twin: Any, training: tuple[Any, Any],
                  say: Callable[[str], None], view: LiveView, t_setup: float) -> _Run:
-    """Serve metrics and run the daemon (`coolpilot.wiring.build_parts`, paced, on the plant's clock)."""
+    """Serve metrics and run the daemon (`coolpilot.wiring.build_parts`, paced, on the plant's clock).
+
+    Health metrics use the wall clock (the daemon's default), data the plant's; the
+    start-up training counts as the daemon's first training run.
+    """
     from prometheus_client import CollectorRegistry
 
     from coolpilot.harness.history import rules_decide
@@ -281,8 +340,11 @@ def _closed_loop(opts: DemoOptions, engine: Any, holder: Any, plant: Any, twin: 
     twin_hook = RulesTwin(twin, rules_decide("tuned", config.envelope()))
     stats = DemoStats(plant, twin_hook, config.safety.rack_inlet_limit_c)
 
+    trainer, first = training
+
     def show(report: CycleReport) -> None:  # called by the daemon below, once it runs
         stats.on_cycle(report)
+        stats.reload = holder.last_result
         info = getattr(daemon.parts.forecaster, "info", None)  # the champion provider's model
         view.show(stats.status(opts.steps, holder.config.mode, info.version if info else None, server.url))
 
@@ -300,6 +362,7 @@ def _closed_loop(opts: DemoOptions, engine: Any, holder: Any, plant: Any, twin: 
         with build_parts(holder, engine=engine, registry=registry, clock=plant_clock(plant), retrain=trainer,
                          plant=plant, hooks=(stats, twin_hook), on_cycle=(show,)) as parts:
             daemon = Daemon(parts, trigger)
+            daemon.record_training(first)
             daemon.run()
     finally:
         view.release()
@@ -312,6 +375,8 @@ def _summary(run: _Run, opts: DemoOptions, mode: str, first_model: str | None, d
     stats, daemon = run.stats, run.daemon
     ours, rules = stats.energy()
     saved = rules["cooling_kwh"] - ours["cooling_kwh"]
+    _, ci, hours = stats.saving_share()
+    in_run = daemon.trainings[1:]  # the first is the start-up training
     return {
         "cycles": daemon.cycles,
         "cycle_errors": daemon.cycle_errors,
@@ -321,6 +386,8 @@ def _summary(run: _Run, opts: DemoOptions, mode: str, first_model: str | None, d
         "energy_kwh": {"coolpilot": ours, "rules": rules},
         "cooling_savings_kwh": saved,
         "cooling_savings_pct": 100.0 * saved / rules["cooling_kwh"] if rules["cooling_kwh"] > 0 else None,
+        "cooling_savings_ci95_pct": ci if math.isfinite(ci) else None,
+        "cooling_savings_hours": hours,
         "pue": {"coolpilot": _pue(ours), "rules": _pue(rules)},
         "outcomes": dict(stats.outcomes),
         "fallbacks": dict(stats.fallbacks),
@@ -328,8 +395,9 @@ def _summary(run: _Run, opts: DemoOptions, mode: str, first_model: str | None, d
         "rack_inlet_limit_c": stats.limit_c,
         "records_above_limit": {"coolpilot": stats.records_above_limit, "rules": stats.rules_records_above_limit},
         "final_setpoints_c": {r: v for r, v in stats.plant.setpoints().items() if r in SETPOINT_ROLES},
-        "model": {"initial": first_model, "trainings_in_run": len(daemon.trainings),
-                  "promoted_in_run": sum(1 for t in daemon.trainings if t.promoted)},
+        "model": {"initial": first_model, "trainings_in_run": len(in_run),
+                  "promoted_in_run": sum(1 for t in in_run if t.promoted)},
+        "interval_coverage": dict(daemon.last_decision.interval_coverage) if daemon.last_decision else {},
         "job_overruns": dict(daemon.monitor.overruns),
         "setup_seconds": run.setup_s,
         "run_seconds": run.run_s,
@@ -342,6 +410,7 @@ def _summary(run: _Run, opts: DemoOptions, mode: str, first_model: str | None, d
 def summary_text(s: Mapping[str, Any]) -> str:
     """The human-readable summary printed at the end."""
     pct = s["cooling_savings_pct"]
+    ci = f" \u00b1 {s['cooling_savings_ci95_pct']:.1f} (95 %)" if s.get("cooling_savings_ci95_pct") is not None else ""
     pue = s["pue"]
     rack = s["rack_inlet_max_c"]
     fb = ", ".join(f"{k} {v}" for k, v in s["fallbacks"].items()) or "none"
@@ -350,11 +419,32 @@ def summary_text(s: Mapping[str, Any]) -> str:
         f"(set-up {s['setup_seconds']:.0f} s), mode {s['mode']}",
         f"cooling energy: CoolPilot {s['energy_kwh']['coolpilot']['cooling_kwh']:.1f} kWh, tuned rules "
         f"{s['energy_kwh']['rules']['cooling_kwh']:.1f} kWh: saved {s['cooling_savings_kwh']:.1f} kWh"
-        + (f" ({pct:.1f} %)" if pct is not None else ""),
-        f"PUE: CoolPilot {pue['coolpilot']:.3f}, tuned rules {pue['rules']:.3f}",
+        + (f" ({pct:.1f} %{ci}, over {s.get('cooling_savings_hours', 0):.0f} complete hours)" if pct is not None
+           else ""),
+        f"PUE (facility / IT energy): CoolPilot {pue['coolpilot']:.3f}, tuned rules {pue['rules']:.3f}",
         f"decisions: {', '.join(f'{k} {v}' for k, v in s['outcomes'].items())}; fallbacks: {fb}",
         f"hottest rack inlet: CoolPilot {rack['coolpilot']:.1f} C, rules {rack['rules']:.1f} C "
         f"(limit {s['rack_inlet_limit_c']:.1f} C; 5-minute records above it: "
         f"{s['records_above_limit']['coolpilot']} vs {s['records_above_limit']['rules']})",
+        "forecast intervals (90 %, online-calibrated) covered, over the last week of matured forecasts: "
+        + (", ".join(f"{t} {c:.0%}" for t, c in s.get("interval_coverage", {}).items()) or "none matured yet"),
         f"database {s['database']} (try: coolpilot explain --db {s['database']} --site {s['site']})",
     ])
+
+
+def rotate_log(path: Path) -> None:
+    """Keep the previous run's log as ``<name>.1`` (one generation), so a new demo does not erase it."""
+    if path.exists():
+        path.replace(path.with_name(path.name + ".1"))
+
+
+def print_summary(text: str, out: TextIO, err: TextIO) -> None:
+    """Print the summary on ``out``; where that pipe is gone (Ctrl-C also ends ``| tee``), on ``err``."""
+    try:
+        out.write(text.rstrip("\n") + "\n")
+        out.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        with contextlib.suppress(OSError, ValueError):  # no later flush may fail at exit either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        err.write("(standard output is closed; the summary follows here)\n" + text.rstrip("\n") + "\n")
+        err.flush()

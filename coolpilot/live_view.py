@@ -39,7 +39,7 @@ class LiveStatus:
     rules_setpoints_c: Mapping[str, float]
     cooling_kw: float
     rules_cooling_kw: float
-    pue: float  # over the run so far [-]
+    pue: float  # over the run so far, facility / IT energy (`db.roles.pue`) [-]
     rules_pue: float
     savings_kwh: float  # cooling energy, rules twin minus CoolPilot
     savings_pct: float  # of the rules twin's cooling energy [%]
@@ -50,7 +50,9 @@ class LiveStatus:
     fallbacks: Mapping[str, int] = field(default_factory=dict)
     model_version: str | None = None
     metrics_url: str | None = None
-    note: str = ""
+    note: str = ""  # e.g. a rejected config reload: shown until the next good one
+    savings_ci_pct: float = float("nan")  # half-width of the savings share's 95 % interval [percentage points]
+    hours: float = float("nan")  # plant hours the savings figure covers [h]
 
 
 def render(s: LiveStatus) -> list[str]:
@@ -68,7 +70,7 @@ def render(s: LiveStatus) -> list[str]:
         f"  setpoints [C]   {sp}   (rules twin: {rules_sp})",
         f"  cooling power   {_f(s.cooling_kw)} kW   (rules twin {_f(s.rules_cooling_kw)} kW)",
         f"  PUE so far      {_f(s.pue, 3)}   (rules twin {_f(s.rules_pue, 3)})",
-        f"  savings so far  {_f(s.savings_kwh)} kWh of cooling energy = {_f(s.savings_pct)} % of the rules twin's",
+        f"  savings so far  {_f(s.savings_kwh)} kWh of cooling energy = {savings_share(s)} of the rules twin's",
         f"  decisions       {total}: {counts or '-'}",
         f"  fallbacks       {fallback_n}" + (f" ({reasons})" if reasons else ""),
         f"  rack inlet max  {_f(s.rack_inlet_max_c)} C (rules twin {_f(s.rules_rack_inlet_max_c)} C, "
@@ -87,7 +89,19 @@ def one_line(s: LiveStatus) -> str:
     return (f"{s.ts:%Y-%m-%d %H:%M} cycle {s.cycle}: {s.outcome}{f' ({s.reason_code})' if s.reason_code else ''} "
             f"setpoints {sp} C, cooling {_f(s.cooling_kw)} kW (rules {_f(s.rules_cooling_kw)}), "
             f"PUE {_f(s.pue, 3)} (rules {_f(s.rules_pue, 3)}), saved {_f(s.savings_kwh)} kWh "
-            f"({_f(s.savings_pct)} %), fallbacks {fallback_n}")
+            f"({savings_share(s)}), fallbacks {fallback_n}" + (f"; {s.note}" if s.note else ""))
+
+
+def savings_share(s: LiveStatus) -> str:
+    """The savings share with its 95 % interval and the hours behind it: early figures swing."""
+    text = f"{_f(s.savings_pct)} %"
+    if math.isfinite(s.savings_ci_pct):
+        text += f" \u00b1 {_f(s.savings_ci_pct)}"
+    elif math.isfinite(s.savings_pct):
+        text += " (no interval yet)"
+    if math.isfinite(s.hours):
+        text += f" after {s.hours:.1f} h" if s.hours < 10 else f" after {s.hours:.0f} h"
+    return text
 
 
 class LiveView:

@@ -78,6 +78,7 @@ def test_demo_runs_a_few_steps_and_prints_one_json_summary(tmp_path: Path) -> No
     assert rows["setpoint_commands"] == 3 * 15  # auto mode: every cycle sends, fallbacks and holds included
     assert (workdir / "coolpilot.toml").stat().st_mode & 0o077 == 0
     assert "Traceback" not in (workdir / "demo.log").read_text()
+    assert "after" in err and " h" in err  # the savings share says how many hours it covers
 
 
 def test_ctrl_c_ends_the_demo_cleanly_with_a_summary_and_metrics_were_served(tmp_path: Path) -> None:
@@ -100,6 +101,11 @@ def test_ctrl_c_ends_the_demo_cleanly_with_a_summary_and_metrics_were_served(tmp
     with urllib.request.urlopen(url, timeout=10) as resp:
         body = resp.read().decode()
     assert 'coolpilot_mode{mode="auto"} 1.0' in body
+    assert 'coolpilot_training_runs_total{result="success"} 1.0' in body  # the start-up training counts
+    found_ts = re.search(r"^coolpilot_last_cycle_success_timestamp_seconds (\S+)$", body, re.M)
+    assert found_ts is not None
+    last_cycle = float(found_ts.group(1))
+    assert abs(last_cycle - time.time()) < DEADLINE_S  # wall clock, though the plant runs in 2023
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=DEADLINE_S)
     assert proc.returncode == 0, "".join(lines) + err[-3000:]

@@ -99,7 +99,13 @@ def test_required_metrics_exist_with_their_types(registry: CollectorRegistry, me
         "coolpilot_cooling_power_predicted_upper_watts": "gauge",
         "coolpilot_rack_inlet_margin_celsius": "gauge", "coolpilot_ood_score": "gauge",
         "coolpilot_forecast_error_watts": "gauge", "coolpilot_forecast_relative_error_ratio": "histogram",
-        "coolpilot_savings_estimated_watts": "gauge", "coolpilot_savings_estimated_joules": "counter",
+        "coolpilot_savings_estimated_watts": "gauge", "coolpilot_savings_estimated_energy_joules": "gauge",
+        "coolpilot_savings_estimated_energy_lower_joules": "gauge",
+        "coolpilot_savings_estimated_energy_upper_joules": "gauge",
+        "coolpilot_savings_estimated_lower_watts": "gauge", "coolpilot_savings_estimated_upper_watts": "gauge",
+        "coolpilot_facility_power_watts": "gauge", "coolpilot_facility_power_metered": "gauge",
+        "coolpilot_it_energy_joules": "counter", "coolpilot_cooling_energy_joules": "counter",
+        "coolpilot_facility_energy_joules": "counter",
         "coolpilot_cycle_duration_seconds": "histogram", "coolpilot_data_age_seconds": "gauge",
         "coolpilot_last_cycle_success_timestamp_seconds": "gauge",
         "coolpilot_last_training_success_timestamp_seconds": "gauge",
@@ -163,7 +169,10 @@ def test_decision_converts_units_and_derives_pue(registry: CollectorRegistry, me
     assert value(registry, "coolpilot_rack_inlet_margin_celsius") == pytest.approx(2.5)
     assert value(registry, "coolpilot_rack_inlet_predicted_margin_celsius") == pytest.approx(1.5)
     assert value(registry, "coolpilot_savings_estimated_watts") == 30_000.0
-    assert value(registry, "coolpilot_savings_estimated_joules_total") == pytest.approx(30_000.0 * 300.0)
+    assert value(registry, "coolpilot_savings_estimated_energy_joules") == pytest.approx(30_000.0 * 300.0)
+    assert value(registry, "coolpilot_facility_power_metered") == 0  # no meter: facility = IT + cooling
+    assert value(registry, "coolpilot_facility_power_watts") == 1_250_000.0
+    assert value(registry, "coolpilot_cooling_energy_joules_total") == pytest.approx(250_000.0 * 300.0)
     assert value(registry, "coolpilot_cycle_duration_seconds_count") == 1
     assert value(registry, "coolpilot_cycle_duration_seconds_bucket", le="0.25") == 1
     assert value(registry, "coolpilot_cycle_duration_seconds_bucket", le="0.1") == 0
@@ -174,7 +183,7 @@ def test_fallback_cycle_sets_reason_and_blanks_forecasts(registry: CollectorRegi
                                                          metrics: CoolpilotMetrics) -> None:
     metrics.observe_decision(mode="auto", outcome="optimised", ts_s=100.0, cooling_power_pred_kw=240.0,
                              savings_kw=-5.0, cycle_period_s=300.0)
-    assert value(registry, "coolpilot_savings_estimated_joules_total") == 0  # negative savings count 0
+    assert value(registry, "coolpilot_savings_estimated_energy_joules") == pytest.approx(-5_000.0 * 300.0)
     metrics.observe_decision({"mode": "auto", "outcome": "fallback", "ts_s": 400.0, "fallback_reason": "ood"})
     metrics.observe_decision(CycleObservation(mode="auto", outcome="fallback", ts_s=700.0, fallback_reason="ood"))
     assert value(registry, "coolpilot_fallback_active") == 1
@@ -305,6 +314,31 @@ def test_savings_energy_uses_the_configured_cycle_period() -> None:
     m = CoolpilotMetrics(registry, cycle_period_s=300.0)
     m.observe_decision(mode="auto", outcome="optimised", ts_s=1.0, savings_kw=10.0)
     m.observe_decision(mode="auto", outcome="optimised", ts_s=2.0, savings_kw=10.0, cycle_period_s=60.0)
-    assert value(registry, "coolpilot_savings_estimated_joules_total") == pytest.approx(10_000.0 * 360.0)
+    assert value(registry, "coolpilot_savings_estimated_energy_joules") == pytest.approx(10_000.0 * 360.0)
     m.observe_decision(mode="manual", outcome="manual", ts_s=3.0)
     assert value(registry, "coolpilot_mode", mode="manual") == 1
+
+
+def test_pue_uses_the_facility_meter_where_there_is_one_and_the_estimate_keeps_other_losses(
+        registry: CollectorRegistry, metrics: CoolpilotMetrics) -> None:
+    metrics.observe_decision(mode="auto", outcome="optimised", ts_s=1.0, it_power_kw=1000.0,
+                             cooling_power_kw=200.0, facility_power_kw=1270.0, cooling_power_pred_kw=180.0,
+                             cycle_period_s=300.0)
+    assert value(registry, "coolpilot_pue_ratio") == pytest.approx(1.27)  # the meter, not (IT + cooling) / IT
+    assert value(registry, "coolpilot_facility_power_metered") == 1
+    assert value(registry, "coolpilot_pue_predicted_ratio") == pytest.approx(1.25)  # 70 kW other losses kept
+    assert value(registry, "coolpilot_facility_energy_joules_total") == pytest.approx(1_270_000.0 * 300.0)
+    help_text = generate_latest(registry).decode()
+    assert "facility meter where there is one, else IT + cooling" in help_text
+
+
+def test_estimated_savings_go_down_with_negative_estimates_and_keep_their_bounds(
+        registry: CollectorRegistry, metrics: CoolpilotMetrics) -> None:
+    for kw, lo, hi in ((10.0, 4.0, 16.0), (-6.0, -12.0, 1.0)):
+        metrics.observe_decision(mode="auto", outcome="optimised", ts_s=1.0, savings_kw=kw, savings_lo_kw=lo,
+                                 savings_hi_kw=hi, cycle_period_s=3600.0)
+    assert value(registry, "coolpilot_savings_estimated_watts") == -6_000.0
+    assert value(registry, "coolpilot_savings_estimated_lower_watts") == -12_000.0
+    assert value(registry, "coolpilot_savings_estimated_energy_joules") == pytest.approx(4_000.0 * 3600.0)
+    assert value(registry, "coolpilot_savings_estimated_energy_lower_joules") == pytest.approx(-8_000.0 * 3600.0)
+    assert value(registry, "coolpilot_savings_estimated_energy_upper_joules") == pytest.approx(17_000.0 * 3600.0)

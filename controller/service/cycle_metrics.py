@@ -5,16 +5,25 @@ in terms of a `Decision` (mode, fallback, setpoints, predictions, margins, savin
 against the rules, data age, errors, the model in use, and how forecasts made a
 horizon ago turned out), so the daemon loop stays about scheduling and signals.
 
-"Savings against the rules" is the model's predicted cooling power for what the
-rules would have emitted this cycle (through the same safety gate) minus its
-prediction for the chosen setpoints; 0 when the rules decided.
+"Savings against the rules" is an estimate, not a measurement: the model's predicted
+cooling power for what the rules would have emitted this cycle (through the same
+safety gate) minus its prediction for the chosen setpoints, signed (negative when the
+choice is predicted to cost more); 0 when the rules decided. Its interval combines the
+two forecasts' intervals as if their errors were independent, which is conservative:
+both come from one model, so their errors largely cancel in the difference.
+
+Health timestamps (last good cycle) are wall-clock time from the injected
+``wall_clock``; the data (readings, decision times, data age) stays in plant time,
+which in the demo runs accelerated and in the past.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +35,14 @@ from controller.decision import Decision
 from controller.rules import rule_setpoints
 from controller.safety import gate
 from controller.seams import ReadingSource, Recorder
-from controller.service.forecast_check import COOLING, DriftCheck, ForecastLedger, PendingForecast, anchor_row
+from controller.service.forecast_check import (
+    COOLING,
+    CalibrationFeed,
+    DriftCheck,
+    ForecastLedger,
+    PendingForecast,
+    anchor_row,
+)
 from controller.service.metrics import CoolpilotMetrics
 from db.engine import DatabaseError
 from db.grid import GRID, GRID_FREQ
@@ -35,6 +51,7 @@ from forecasting.protocol import Forecaster
 
 log = logging.getLogger(__name__)
 
+FACILITY = "facility_power_kw"
 
 
 class RecordingSource:
@@ -71,6 +88,27 @@ def latest_row(frame: pd.DataFrame | None, column: str | None = None) -> datetim
     return stamp
 
 
+@dataclass(frozen=True)
+class SavingsEstimate:
+    """The model's estimated saving against the rules [kW], signed, with its interval [kW]."""
+
+    kw: float
+    lo_kw: float
+    hi_kw: float
+
+    @classmethod
+    def of(cls, rules_kw: float, rules_lo_kw: float, rules_hi_kw: float, chosen_kw: float, chosen_lo_kw: float,
+           chosen_hi_kw: float) -> SavingsEstimate:
+        """Rules minus chosen; each bound adds the two forecasts' half-widths in quadrature."""
+        kw = rules_kw - chosen_kw
+        below = math.hypot(rules_kw - rules_lo_kw, chosen_hi_kw - chosen_kw)
+        above = math.hypot(rules_hi_kw - rules_kw, chosen_kw - chosen_lo_kw)
+        return cls(kw, kw - below, kw + above)
+
+
+NO_SAVING = SavingsEstimate(0.0, 0.0, 0.0)
+
+
 def rules_setpoints_for(config: Any, decision: Decision) -> dict[str, float] | None:
     """What the rules would have emitted this cycle (through the same gate), or None."""
     previous = decision.previous
@@ -87,24 +125,31 @@ class CyclePublisher:
 
     ``source`` is the cycle's `RecordingSource`; ``forecaster`` the daemon's model
     source (its ``info``, when it has one, names the model in use); ``period_s`` the
-    plant time per cycle [s] (for the savings energy counter).
+    plant time per cycle [s] (for the energy series); ``wall_clock`` the time of the
+    health timestamps [s since epoch].
     """
 
     def __init__(self, metrics: CoolpilotMetrics, source: RecordingSource, forecaster: Any, recorder: Recorder,
-                 period_s: float) -> None:
+                 period_s: float, wall_clock: Callable[[], float] = time.time) -> None:
         self.metrics, self.source, self.forecaster, self.recorder = metrics, source, forecaster, recorder
         self.period_s = period_s
+        self.wall_clock = wall_clock
         self.ledger = ForecastLedger()
         self.drift = DriftCheck()
+        self.calibration_feed = CalibrationFeed()
         self._drift_version: str | None = None
         self._published_model: str | None = None
 
     def publish(self, config: Any, decision: Decision, model: Forecaster | None) -> float | None:
         """All metrics of one decision; returns the savings estimate against the rules [kW]."""
         m = self.metrics
-        savings = self.savings_vs_rules(config, decision, model)
+        estimate = self.savings_estimate(config, decision, model)
         fields = decision.metrics_fields()
-        fields.update(cycle_period_s=self.period_s, savings_kw=savings)
+        fields.update(cycle_period_s=self.period_s, ts_s=self.wall_clock(),
+                      facility_power_kw=self._facility_kw(decision),
+                      savings_kw=None if estimate is None else estimate.kw,
+                      savings_lo_kw=None if estimate is None else estimate.lo_kw,
+                      savings_hi_kw=None if estimate is None else estimate.hi_kw)
         m.observe_decision(**fields)
         newest = self._newest_reading()
         if newest is not None:
@@ -118,10 +163,31 @@ class CyclePublisher:
             c = decision.chosen
             self.ledger.add(PendingForecast(anchor_row(decision.ts), int(model.horizon_min),
                                             c.cooling_power_kw, c.cooling_power_lo_kw, c.cooling_power_hi_kw))
+            self.calibration_feed.add(decision.ts, model, c)
         self._check_forecasts()
+        self._check_calibration(model)
         limit = config.thresholds.max_forecast_error_frac
         m.set_forecast_drift(self.drift.mean_error(), self.drift.drifted(limit) is not None)
-        return savings
+        return None if estimate is None else estimate.kw
+
+    def _facility_kw(self, decision: Decision) -> float | None:
+        """The facility meter's reading of the last 15 minutes [kW], None where the site has no meter.
+
+        The cycle reads it only when the model needs it; otherwise one small read here.
+        """
+        frame = self.source.frame
+        if frame is None or FACILITY not in frame:
+            end = pd.Timestamp(anchor_row(decision.ts)) + GRID
+            try:
+                frame = self.source.inner.read_wide([FACILITY], end - 3 * GRID, end).frame
+            except Exception as exc:  # a metric must never fail the cycle
+                log.debug("no facility meter reading: %s", exc)
+                return None
+        if FACILITY not in frame:
+            return None
+        finite = frame[FACILITY].astype(float).dropna()
+        value = float(finite.iloc[-1]) if len(finite) else math.nan
+        return value if math.isfinite(value) and value > 0 else None
 
     def model_drift(self, config: Any, model: Forecaster) -> str | None:
         """Why ``model`` must be withdrawn because its forecasts drifted, or None.
@@ -152,8 +218,13 @@ class CyclePublisher:
 
     def savings_vs_rules(self, config: Any, decision: Decision, model: Forecaster | None) -> float | None:
         """Predicted cooling power of the rules' setpoints minus that of the chosen ones [kW]."""
+        estimate = self.savings_estimate(config, decision, model)
+        return None if estimate is None else estimate.kw
+
+    def savings_estimate(self, config: Any, decision: Decision, model: Forecaster | None) -> SavingsEstimate | None:
+        """The rules' predicted cooling power minus the chosen setpoints', with its interval [kW]."""
         if decision.outcome == "fallback":
-            return 0.0  # the rules' setpoints are the ones in use
+            return NO_SAVING  # the rules' setpoints are the ones in use
         frame, chosen = self.source.frame, decision.chosen
         if chosen is None or model is None or frame is None:
             return None
@@ -162,12 +233,14 @@ class CyclePublisher:
             if rules is None:
                 return None
             vector = np.array([[rules[r] for r in SETPOINT_ROLES]], dtype=np.float64)
-            forecast = model.predict(model_state(frame, model), vector)
-            value = float(forecast.cooling_power_kw[0]) - chosen.cooling_power_kw
+            f = model.predict(model_state(frame, model), vector)
+            estimate = SavingsEstimate.of(float(f.cooling_power_kw[0]), float(f.cooling_power_lo_kw[0]),
+                                          float(f.cooling_power_hi_kw[0]), chosen.cooling_power_kw,
+                                          chosen.cooling_power_lo_kw, chosen.cooling_power_hi_kw)
         except Exception as exc:  # an estimate for a metric must never fail the cycle
             log.debug("no savings estimate: %s", exc)
             return None
-        return value if math.isfinite(value) else None
+        return estimate if math.isfinite(estimate.kw) else None
 
     def _publish_model(self, model: Forecaster | None) -> None:
         info = getattr(self.forecaster, "info", None)
@@ -178,6 +251,25 @@ class CyclePublisher:
         elif model is not None and str(model.version) != self._published_model:
             self.metrics.set_model_info(str(model.version), "forecaster")
             self._published_model = str(model.version)
+
+    def _check_calibration(self, model: Forecaster | None) -> None:
+        """Feed matured forecasts to the model's online calibration; publish and save it."""
+        cal = getattr(model, "calibration", None)
+        frame, due = self.source.frame, self.calibration_feed.earliest_due()
+        newest = latest_row(frame)
+        if cal is None or frame is None or due is None or newest is None or due.matures_at > newest:
+            return
+        if pd.Timestamp(due.anchor) + GRID < frame.index[0]:  # the window does not reach back to the anchor
+            try:
+                frame = self.source.inner.read_wide(list(cal.targets), due.anchor, newest + GRID).frame
+            except Exception as exc:
+                log.warning("cannot read the plant to calibrate forecasts: %s", exc)
+                return
+        if self.calibration_feed.mature(frame, newest, model):
+            self.metrics.set_interval_coverage(cal.coverage())
+            save = getattr(self.forecaster, "save_calibration", None)
+            if callable(save):
+                save()
 
     def _check_forecasts(self) -> None:
         frame = self.source.frame

@@ -101,9 +101,31 @@ class MetricSeries:
         # Plant state and forecasts
         self.it_power = self._gauge("coolpilot_it_power_watts", "Measured IT electrical power [W]")
         self.cooling_power = self._gauge("coolpilot_cooling_power_watts", "Measured cooling plant electrical power [W]")
-        self.pue = self._gauge("coolpilot_pue_ratio", "Measured power usage effectiveness, facility/IT power [ratio]")
+        self.facility_power = self._gauge(
+            "coolpilot_facility_power_watts",
+            "Measured facility power: the facility meter where there is one, else IT + cooling power [W]",
+        )
+        self.facility_metered = self._gauge(
+            "coolpilot_facility_power_metered",
+            "1 when facility power (and PUE) come from a facility meter, 0 when they are IT + cooling [bool]",
+        )
+        self.pue = self._gauge(
+            "coolpilot_pue_ratio",
+            "Measured PUE = facility / IT power; facility from the facility meter where there is one, "
+            "else IT + cooling (see coolpilot_facility_power_metered) [ratio]",
+        )
         self.pue_pred = self._gauge(
-            "coolpilot_pue_predicted_ratio", "Predicted power usage effectiveness for the chosen setpoints [ratio]"
+            "coolpilot_pue_predicted_ratio",
+            "Estimated PUE for the chosen setpoints: measured facility power with the model's cooling power "
+            "forecast in place of the measured cooling power [ratio]",
+        )
+        self.it_energy = self._counter("coolpilot_it_energy_joules", "Measured IT energy, sampled once per cycle [J]")
+        self.cooling_energy = self._counter(
+            "coolpilot_cooling_energy_joules", "Measured cooling plant energy, sampled once per cycle [J]"
+        )
+        self.facility_energy = self._counter(
+            "coolpilot_facility_energy_joules",
+            "Measured facility energy (meter, else IT + cooling), sampled once per cycle [J]",
         )
         self.cooling_pred = self._gauge(
             "coolpilot_cooling_power_predicted_watts", "Predicted mean cooling power for the chosen setpoints [W]"
@@ -129,14 +151,22 @@ class MetricSeries:
         self.ood = self._gauge(
             "coolpilot_ood_score", "Out-of-distribution score of the current inputs; below 1 is like training [1]"
         )
-        self.savings = self._gauge(
-            "coolpilot_savings_estimated_watts",
-            "Estimated cooling power saved against the rule-based setpoints, last cycle [W]",
-        )
-        self.savings_energy = self._counter(
-            "coolpilot_savings_estimated_joules",
-            "Estimated cooling energy saved against the rule-based setpoints; negative estimates count 0 [J]",
-        )
+        self._define_savings()
+
+    def _define_savings(self) -> None:
+        """Estimated (by the model, not measured) savings against the fallback rules, signed, with bounds."""
+        what = "cooling power saved against the fallback rules' setpoints (model estimate; negative: costs more)"
+        self.savings = self._gauge("coolpilot_savings_estimated_watts", f"Estimated {what}, last cycle [W]")
+        self.savings_lo = self._gauge(
+            "coolpilot_savings_estimated_lower_watts", f"Lower bound of the interval of the estimated {what} [W]")
+        self.savings_hi = self._gauge(
+            "coolpilot_savings_estimated_upper_watts", f"Upper bound of the interval of the estimated {what} [W]")
+        energy = "cooling energy saved against the fallback rules since start (model estimate; can go down)"
+        self.savings_energy = self._gauge("coolpilot_savings_estimated_energy_joules", f"Estimated {energy} [J]")
+        self.savings_energy_lo = self._gauge(
+            "coolpilot_savings_estimated_energy_lower_joules", f"Lower bound of the estimated {energy} [J]")
+        self.savings_energy_hi = self._gauge(
+            "coolpilot_savings_estimated_energy_upper_joules", f"Upper bound of the estimated {energy} [J]")
 
     def _define_forecast_quality(self) -> None:
         """Forecast quality (checked when forecasts mature) and loop health."""
@@ -231,9 +261,11 @@ class MetricSeries:
             self.reloads.labels(result=result)
         for reason in RETRAINING_REASONS:
             self.retraining_requests.labels(reason=reason)
-        for g in (self.it_power, self.cooling_power, self.pue, self.pue_pred, self.cooling_pred,
+        for g in (self.it_power, self.cooling_power, self.facility_power, self.facility_metered, self.pue,
+                  self.pue_pred, self.cooling_pred,
                   self.cooling_pred_lo, self.cooling_pred_hi, self.interval_level, self.rack_inlet,
                   self.rack_inlet_limit, self.rack_margin, self.rack_margin_pred, self.ood, self.savings,
+                  self.savings_lo, self.savings_hi,
                   self.forecast_error, self.forecast_recent_error, self.data_age, self.training_duration,
                   self.val_cooling_mae, self.val_rack_mae, self.model_trained):
             g.set(_NAN)

@@ -58,8 +58,9 @@ class CycleObservation:
     cycle_period_s: float | None = None  # time until the next cycle [s]; default: the constructor's
     it_power_kw: float | None = None  # measured [kW]
     cooling_power_kw: float | None = None  # measured [kW]
-    pue_measured: float | None = None  # [-]; derived from the powers when None
-    pue_predicted: float | None = None  # [-]; derived from IT power + prediction when None
+    facility_power_kw: float | None = None  # measured by a facility meter [kW]; None: no meter (IT + cooling)
+    pue_measured: float | None = None  # [-]; derived from the powers when None (`db.roles.pue`)
+    pue_predicted: float | None = None  # [-]; derived from the powers with the cooling forecast when None
     cooling_power_pred_kw: float | None = None  # forecast mean for the chosen setpoints [kW]
     cooling_power_pred_lo_kw: float | None = None  # lower interval bound [kW]
     cooling_power_pred_hi_kw: float | None = None  # upper interval bound [kW]
@@ -68,7 +69,9 @@ class CycleObservation:
     rack_inlet_pred_hi_c: float | None = None  # upper bound of the forecast max [C]
     rack_inlet_limit_c: float | None = None  # the configured hard limit [C]
     ood_score: float | None = None  # [-], < 1 like the training data
-    savings_kw: float | None = None  # predicted rules power minus chosen power [kW]
+    savings_kw: float | None = None  # predicted rules power minus chosen power [kW], signed
+    savings_lo_kw: float | None = None  # lower bound of its interval [kW]
+    savings_hi_kw: float | None = None  # upper bound of its interval [kW]
 
 
 _OBSERVATION_FIELDS = frozenset(f.name for f in dataclasses.fields(CycleObservation))
@@ -101,6 +104,20 @@ class CoolpilotMetrics(MetricSeries):
                          setpoint_roles=setpoint_roles, build_version=build_version)
         self.cycle_period_s = cycle_period_s
         self._warned: set[tuple[str, str]] = set()
+        self.interval_coverage = self._gauge(
+            "coolpilot_prediction_interval_coverage_ratio",
+            "Share of the model's matured forecasts (last week, per target) inside the interval they were "
+            "issued with; kept near the interval level by online calibration [ratio]", ["target"])
+        self.retention_partitions = self._counter(
+            "coolpilot_retention_dropped_partitions",
+            "Monthly readings partitions dropped by the daily retention job (PostgreSQL) [1]")
+        self.retention_rows = self._counter(
+            "coolpilot_retention_deleted_rows",
+            "Reading rows deleted by the daily retention job (SQLite; PostgreSQL's default partition) [1]")
+        self.retention_last = self._gauge(
+            "coolpilot_retention_last_success_timestamp_seconds",
+            "End of the last successful retention run; NaN until one ran [s since epoch]")
+        self.retention_last.set(_NAN)
 
     def _bounded(self, kind: str, value: str, allowed: tuple[str, ...]) -> str | None:
         if value in allowed:
@@ -139,16 +156,8 @@ class CoolpilotMetrics(MetricSeries):
         for role in sorted(unknown_roles):
             self._bounded("setpoint role", role, self.setpoint_roles)
 
-        self.it_power.set(_opt(d.it_power_kw, _W_PER_KW))
-        self.cooling_power.set(_opt(d.cooling_power_kw, _W_PER_KW))
-        pue_measured = d.pue_measured
-        if pue_measured is None and d.it_power_kw is not None and d.cooling_power_kw is not None:
-            pue_measured = pue(d.it_power_kw, d.cooling_power_kw)
-        self.pue.set(_opt(pue_measured))
-        pue_predicted = d.pue_predicted
-        if pue_predicted is None and d.it_power_kw is not None and d.cooling_power_pred_kw is not None:
-            pue_predicted = pue(d.it_power_kw, d.cooling_power_pred_kw)
-        self.pue_pred.set(_opt(pue_predicted))
+        period_s = self.cycle_period_s if d.cycle_period_s is None else d.cycle_period_s
+        self._observe_power(d, period_s)
         self.cooling_pred.set(_opt(d.cooling_power_pred_kw, _W_PER_KW))
         self.cooling_pred_lo.set(_opt(d.cooling_power_pred_lo_kw, _W_PER_KW))
         self.cooling_pred_hi.set(_opt(d.cooling_power_pred_hi_kw, _W_PER_KW))
@@ -160,14 +169,49 @@ class CoolpilotMetrics(MetricSeries):
         self.rack_margin_pred.set(
             _NAN if limit is None or d.rack_inlet_pred_hi_c is None else limit - d.rack_inlet_pred_hi_c)
         self.ood.set(_opt(d.ood_score))
-        self.savings.set(_opt(d.savings_kw, _W_PER_KW))
-        period_s = self.cycle_period_s if d.cycle_period_s is None else d.cycle_period_s
-        if d.savings_kw is not None and period_s is not None and math.isfinite(d.savings_kw):
-            self.savings_energy.inc(max(d.savings_kw, 0.0) * _W_PER_KW * max(period_s, 0.0))
+        self._observe_savings(d, period_s)
         if d.cycle_duration_s is not None:
             self.cycle_duration.observe(d.cycle_duration_s)
         if d.outcome != "error":
             self.last_cycle.set(d.ts_s)
+
+    def _observe_power(self, d: CycleObservation, period_s: float | None) -> None:
+        """Measured power, energy and PUE (one definition: `db.roles.pue`), and the estimated PUE."""
+        it, cooling, metered = d.it_power_kw, d.cooling_power_kw, d.facility_power_kw
+        self.it_power.set(_opt(it, _W_PER_KW))
+        self.cooling_power.set(_opt(cooling, _W_PER_KW))
+        facility = metered if metered is not None else (
+            None if it is None or cooling is None else it + cooling)
+        self.facility_power.set(_opt(facility, _W_PER_KW))
+        self.facility_metered.set(1.0 if metered is not None else 0.0)
+        pue_measured = d.pue_measured
+        if pue_measured is None and it is not None and cooling is not None:
+            pue_measured = pue(it, cooling, metered)
+        self.pue.set(_opt(pue_measured))
+        pue_predicted = d.pue_predicted
+        if pue_predicted is None and it is not None and d.cooling_power_pred_kw is not None:
+            other_kw = metered - it - cooling if metered is not None and cooling is not None else 0.0
+            pue_predicted = pue(it, d.cooling_power_pred_kw, other_losses_kw=other_kw)
+        self.pue_pred.set(_opt(pue_predicted))
+        if period_s is None or period_s <= 0:
+            return
+        for counter, kw in ((self.it_energy, it), (self.cooling_energy, cooling), (self.facility_energy, facility)):
+            if kw is not None and math.isfinite(kw) and kw >= 0:
+                counter.inc(kw * _W_PER_KW * period_s)
+
+    def _observe_savings(self, d: CycleObservation, period_s: float | None) -> None:
+        """The model's signed savings estimate against the rules and its bounds; energies add them up."""
+        values = (d.savings_kw, d.savings_lo_kw, d.savings_hi_kw)
+        for gauge, kw in zip((self.savings, self.savings_lo, self.savings_hi), values, strict=True):
+            gauge.set(_opt(kw, _W_PER_KW))
+        if period_s is None or period_s <= 0 or d.savings_kw is None or not math.isfinite(d.savings_kw):
+            return
+        lo = d.savings_kw if d.savings_lo_kw is None else d.savings_lo_kw
+        hi = d.savings_kw if d.savings_hi_kw is None else d.savings_hi_kw
+        for gauge, kw in zip((self.savings_energy, self.savings_energy_lo, self.savings_energy_hi),
+                             (d.savings_kw, lo, hi), strict=True):
+            if math.isfinite(kw):
+                gauge.inc(kw * _W_PER_KW * period_s)
 
     def set_data_age(self, age_s: float) -> None:
         """Age of the newest plant row the cycle used [s]."""
@@ -192,6 +236,11 @@ class CoolpilotMetrics(MetricSeries):
         self.forecast_rel_error.observe(abs(actual_kw - predicted_kw) / actual_kw)
         if lo_kw is not None and hi_kw is not None and not lo_kw <= actual_kw <= hi_kw:
             self.forecast_misses.inc()
+
+    def set_interval_coverage(self, coverage: Mapping[str, float | None]) -> None:
+        """Rolling interval coverage per forecast target [ratio] (None: nothing matured yet)."""
+        for target, value in coverage.items():
+            self.interval_coverage.labels(target=target).set(_opt(value))
 
     def set_forecast_drift(self, recent_error: float | None, active: bool) -> None:
         """The model's recent mean relative forecast error [-] and whether it is withdrawn for drift."""
@@ -242,6 +291,12 @@ class CoolpilotMetrics(MetricSeries):
 
     def actuator_error(self) -> None:
         self.actuator_errors.inc()
+
+    def observe_retention(self, partitions_dropped: int, rows_deleted: int, ts_s: float) -> None:
+        """Count what one successful retention run removed; ``ts_s`` is its end [s since epoch]."""
+        self.retention_partitions.inc(partitions_dropped)
+        self.retention_rows.inc(rows_deleted)
+        self.retention_last.set(ts_s)
 
 
 def _as_observation(decision: CycleObservation | Mapping[str, Any] | None,

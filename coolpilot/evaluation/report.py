@@ -5,21 +5,19 @@ Why a separate module: the figures (``coolpilot.evaluation.kpis``) and the runs
 person reads, facility energy first, including, for every missed target, by how much
 and the likely reasons that the data itself shows (how often CoolPilot fell back or
 held, what the oracle could have saved, how far the forecasts were off, which baseline
-ran coldest). Plots use matplotlib's Agg backend (files only, no display), UTC time
-axes, and shade the cycles in which CoolPilot fell back to the rules.
+ran coldest). The plots are `coolpilot.evaluation.plots`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from coolpilot.evaluation import kpis as ev
+from coolpilot.evaluation.plots import LABELS, write_plots
 from coolpilot.evaluation.run import EvaluationResult
 from db.jsonable import jsonable
 from db.roles import SETPOINT_ROLES
@@ -27,11 +25,6 @@ from db.roles import SETPOINT_ROLES
 JSON_NAME = "evaluation.json"
 REPORT_NAME = "report.md"
 PLOTS_DIR = "plots"
-COLOURS = {"legacy": "tab:gray", "tuned": "tab:blue", "own_controls": "tab:orange", "coolpilot": "tab:green",
-           "oracle": "tab:purple"}
-LABELS = {"legacy": "legacy rules", "tuned": "tuned rules", "own_controls": "model's own controls",
-          "coolpilot": "CoolPilot (auto)", "oracle": "oracle"}
-FALLBACK_COLOUR = "tab:red"
 REASON_HINTS = {
     "ood": "the model judged the plant's state (weather, load, setpoints) unlike its training history; longer or "
            "more varied history (--train-days, --explore, or a window in the season the history covers) widens "
@@ -157,11 +150,14 @@ def diagnose(summary: Mapping[str, Any]) -> list[str]:
         notes.append(f"Hottest rack inlet under CoolPilot {_f(cp['rack_inlet_max_c'], 2)} C; minutes above the "
                      f"limit {_f(cp['minutes_above_limit'], 0)} (tuned rules "
                      f"{_f(controllers.get('tuned', {}).get('minutes_above_limit'), 0)}).")
+    bound = summary.get("oracle_bound") or {}
     if oracle is not None and cp["cooling_kwh"] < oracle["cooling_kwh"]:
+        within = bound.get("ok", False)
         notes.append(f"CoolPilot used less cooling energy than the oracle ({cp['cooling_kwh']:.0f} against "
-                     f"{oracle['cooling_kwh']:.0f} kWh): the oracle's one-step search on the quasi-steady model is "
-                     "not a bound in this window (see its daily energy), so the share of its saving exceeds 100 % "
-                     "and says little.")
+                     f"{oracle['cooling_kwh']:.0f} kWh), "
+                     + ("within the oracle's tolerance: the bound holds, and the share of its saving says little."
+                        if within else "beyond the oracle's tolerance: the oracle is not a bound in this window "
+                        "(see its daily energy), so the share of its saving exceeds 100 % and says little."))
     if summary.get("consistency_problems"):
         notes.append("Inconsistent figures: " + "; ".join(summary["consistency_problems"]))
     if not summary.get("identical_start", True):
@@ -257,7 +253,16 @@ def markdown(summary: Mapping[str, Any]) -> str:
                 "baseline spent on cooling (IT energy that warmer air adds counts against the saving).", ""]
     if "oracle" in controllers:
         out += [f"CoolPilot achieved {_f(cp.get('oracle_share_vs_tuned_pct'))} % of the oracle's cooling saving "
-                f"against the tuned rules ({_f(cp.get('oracle_share_vs_legacy_pct'))} % against legacy).", ""]
+                f"against the tuned rules ({_f(cp.get('oracle_share_vs_legacy_pct'))} % against legacy; n/a where "
+                f"the oracle saves less than {ev.ORACLE_SHARE_MIN_SAVING_PCT:g} %).", ""]
+        bound = summary.get("oracle_bound") or {}
+        if bound:
+            beaten = ", ".join(f"{LABELS.get(n, n)} {v:.1f} %" for n, v in bound["beaten_by"].items()) or "none"
+            below = bound["coolpilot_below_oracle_pct"]
+            more = isinstance(below, int | float) and below < 0
+            out += [f"Oracle bound: {'holds' if bound['ok'] else '**fails**'} (CoolPilot used "
+                    f"{_f(abs(below) if more else below)} % {'more' if more else 'less'} cooling energy than the "
+                    f"oracle; tolerance {bound['tolerance_pct']:g} % less; beyond it: {beaten}).", ""]
     out += [f"Minutes above {s['rack_inlet_limit_c']:g} C that the tuned rules did not also have: "
             f"{_f(cp.get('excess_minutes_above_limit_vs_tuned'), 0)}. Inlet change limit: "
             f"{s['inlet_change_limit_c_per_h']:g} C within any hour (ASHRAE).", ""]
@@ -288,139 +293,14 @@ def markdown(summary: Mapping[str, Any]) -> str:
         for key, label in (("prediction", "cooling power"), ("prediction_it", "IT power")):
             if cp.get(key):
                 out += [_forecast_line(label, cp[key]), ""]
+        coverage = cp.get("decisions", {}).get("interval_coverage")
+        if coverage:
+            out += ["Online-calibrated intervals: share of the last week's matured forecasts inside the interval "
+                    "they were issued with: " + ", ".join(f"{t} {_f(100.0 * c, 1)} %" for t, c in coverage.items())
+                    + ".", ""]
         out += ["Every decision is in `evaluation.db` (try `coolpilot explain --db sqlite:///evaluation.db "
                 "--site eval`).", ""]
     out += ["## Setpoint moves", "", *_moves_table(controllers), ""]
     out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in summary.get("files", {}).get("plots", [])] + [""]
     out += ["## What these figures do and do not show", "", CAVEATS.get(family, CAVEAT), ""]
     return "\n".join(out)
-
-
-# --- plots --------------------------------------------------------------------------
-
-
-def _fallback_mask(result: EvaluationResult) -> pd.Series | None:
-    """True at the records where CoolPilot's cycle fell back to the rules (None without decisions)."""
-    cp = result.runs.get("coolpilot")
-    if cp is None or cp.decisions is None or "outcome" not in cp.decisions:
-        return None
-    mask = (cp.decisions["outcome"] == "fallback").reindex(cp.frame.index, fill_value=False)
-    return mask.astype(bool) if bool(mask.any()) else None
-
-
-def _shade(ax: Any, mask: pd.Series | None) -> None:
-    """Shade the fallback records along the full height of the axes."""
-    if mask is None:
-        return
-    ax.fill_between(mask.index, 0, 1, where=mask.to_numpy(), step="post", color=FALLBACK_COLOUR, alpha=0.12,
-                    transform=ax.get_xaxis_transform(), linewidth=0, label="CoolPilot in fallback")
-
-
-def write_plots(result: EvaluationResult, plots_dir: Path) -> list[Path]:
-    """Daily facility and cooling energy, setpoints, rack inlet against the limit, predicted against actual."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
-
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    runs = result.runs
-    summary = result.summary
-    settings = summary.get("settings", {})
-    limit_c = float(settings.get("rack_inlet_limit_c", 27.0))
-    where = settings.get("energyplus_model") or settings.get("climate") or settings.get("weather_source") or ""
-    suffix = f" ({where})" if where else ""
-    fallback = _fallback_mask(result)
-    written: list[Path] = []
-
-    def save(fig: Any, name: str) -> None:
-        path = plots_dir / name
-        if not fig.get_tight_layout() and fig.legends == []:
-            fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-
-    def time_axis(ax: Any) -> None:
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz="UTC"))  # type: ignore[no-untyped-call]
-        ax.set_xlabel("time (UTC)")
-
-    for key, name, what in (("daily_facility_kwh", "daily_facility_energy.png", "facility"),
-                            ("daily_cooling_kwh", "daily_cooling_energy.png", "cooling")):
-        daily = pd.DataFrame({n: pd.Series(summary["controllers"][n].get(key, {}), dtype=float) for n in runs})
-        if daily.empty or daily.isna().all().all():
-            continue
-        fig, ax = plt.subplots(figsize=(9, 4))
-        width = 0.8 / max(len(daily.columns), 1)
-        for i, run_name in enumerate(daily.columns):
-            ax.bar([x + i * width for x in range(len(daily))], daily[run_name], width,
-                   label=LABELS.get(run_name, run_name), color=COLOURS.get(run_name))
-        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(daily))], list(daily.index), rotation=45, ha="right")
-        ax.set_xlabel("day (UTC)")
-        ax.set_ylabel(f"{what} energy per day [kWh]")
-        ax.set_title(f"{what.capitalize()} energy per UTC day{suffix}")
-        ax.legend(fontsize=8)
-        save(fig, name)
-
-    roles = [r for r in SETPOINT_ROLES if any(r in run.frame for run in runs.values())]
-    if roles:
-        fig, axes = plt.subplots(len(roles), 1, figsize=(10, 2.4 * len(roles) + 1.2), sharex=True, squeeze=False)
-        for ax, role in zip(axes[:, 0], roles, strict=True):
-            for run_name, run in runs.items():
-                if role in run.frame:
-                    ax.plot(run.frame.index, run.frame[role], label=LABELS.get(run_name, run_name),
-                            color=COLOURS.get(run_name), lw=1)
-            _shade(ax, fallback)
-            ax.set_ylabel(f"{role} [C]", fontsize=8)
-        time_axis(axes[-1, 0])
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.suptitle(f"Setpoints in force{suffix}", fontsize=10)
-        fig.legend(handles, labels, loc="upper right", ncol=min(len(labels), 3), fontsize=8)
-        fig.tight_layout(rect=(0, 0, 1, 0.9))
-        save(fig, "setpoints.png")
-
-    fig, ax = plt.subplots(figsize=(10, 4))
-    for run_name, run in runs.items():
-        ax.plot(run.frame.index, run.frame["rack_inlet_max_c"], label=LABELS.get(run_name, run_name),
-                color=COLOURS.get(run_name), lw=1)
-    _shade(ax, fallback)
-    ax.axhline(limit_c, color="tab:red", ls="--", lw=1, label=f"limit {limit_c:g} C")
-    ax.axhline(ev.ALLOWABLE_INLET_C, color="darkred", ls=":", lw=1, label=f"allowable {ev.ALLOWABLE_INLET_C:g} C")
-    ax.set_ylabel("hottest rack inlet [C]")
-    ax.set_title(f"Hottest rack inlet against the limits{suffix}")
-    time_axis(ax)
-    ax.legend(fontsize=8, ncol=3)
-    save(fig, "rack_inlet_max.png")
-
-    cp = runs.get("coolpilot")
-    if cp is not None and cp.decisions is not None and "predicted_cooling_power_kw" in cp.decisions:
-        panels = [(t, col) for t, col in (("cooling", "cooling_power_kw"), ("IT", "it_power_kw"))
-                  if f"predicted_{col}" in cp.decisions and cp.decisions[f"predicted_{col}"].notna().any()
-                  and col in cp.frame]
-        if panels:
-            fig, axes = plt.subplots(len(panels), 2, figsize=(12, 3.6 * len(panels)), squeeze=False,
-                                     gridspec_kw={"width_ratios": [2.5, 1]})
-            for (label, col), (ax1, ax2) in zip(panels, axes, strict=True):
-                pairs = ev.prediction_pairs(cp.decisions[f"predicted_{col}"].dropna(), cp.frame[col],
-                                            result.horizon_rows)
-                ax1.plot(pairs.index, pairs["actual_kw"], color="black", lw=1, label="actual (mean over next hour)")
-                ax1.plot(pairs.index, pairs["predicted_kw"], color=COLOURS["coolpilot"], lw=1, label="predicted")
-                ax1.set_ylabel(f"{label} power [kW]")
-                ax1.set_title(f"CoolPilot's {label} power forecast, closed loop{suffix}", fontsize=9)
-                time_axis(ax1)
-                ax1.legend(fontsize=8)
-                ax2.scatter(pairs["actual_kw"], pairs["predicted_kw"], s=4, color=COLOURS["coolpilot"])
-                lo, hi = _span([pairs["actual_kw"], pairs["predicted_kw"]])
-                ax2.plot([lo, hi], [lo, hi], color="black", lw=0.8)
-                ax2.set_xlabel("actual [kW]")
-                ax2.set_ylabel("predicted [kW]")
-            save(fig, "predicted_vs_actual_cooling_power.png")
-    return written
-
-
-def _span(series: Sequence[pd.Series]) -> tuple[float, float]:
-    values = pd.concat(list(series)).dropna()
-    if values.empty:
-        return 0.0, 1.0
-    return float(values.min()), float(values.max())
