@@ -17,9 +17,12 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controller.bounds import RoleBounds, SetpointEnvelope
+from controller.config_actuator import ActuatorSettings
+from controller.config_bacnet import BacnetSettings, check_controlled
+from controller.config_base import StrictSettings as _Strict
 from db.roles import ROLES, SETPOINT_ROLES
 
 Mode = Literal["auto", "advisory", "rules", "manual"]
@@ -34,6 +37,7 @@ RESTART_REQUIRED: tuple[str, ...] = (
     "retraining",
     "metrics",
     "actuator",
+    "bacnet",
 )
 
 PositiveK = Annotated[float, Field(gt=0.0, le=10.0)]
@@ -51,9 +55,6 @@ class ConfigError(Exception):
         super().__init__(f"{where}: {what}{message}")
 
 
-class _Strict(BaseModel):
-    # strict: TOML values are typed, so `max_c = true` must not become 1.0 C, nor `window_rows = 2.5` an int
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class DatabaseSettings(_Strict):
@@ -65,6 +66,9 @@ class DatabaseSettings(_Strict):
 
     url: str | None = None
     source: Literal["internal", "external"] = "internal"
+    # keep readings this many days: the daemon's daily retention job drops older ones
+    # (`coolpilot db retention` for a one-off run; None: keep all) [days]
+    retention_days: int | None = Field(default=None, ge=1, le=36500)
 
 
 class HistorianSettings(_Strict):
@@ -306,42 +310,6 @@ class MetricsSettings(_Strict):
     port: int = Field(default=9109, ge=1, le=65535)
 
 
-class MqttSettings(_Strict):
-    """MQTT actuator: one retained QoS-1 message per setpoint on ``topic`` ({site_id}, {role})."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    topic: str = "coolpilot/{site_id}/setpoints/{role}"
-    qos: Literal[0, 1, 2] = 1
-    retain: bool = True
-    client_id: str = ""
-    username: str | None = None
-    password_env: str | None = None
-    ack_timeout_s: float = Field(default=5.0, gt=0.0, le=120.0)
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, value: str) -> str:
-        if "{role}" not in value:
-            raise ValueError("topic must contain {role} so that each setpoint has its own topic")
-        if any(c in value for c in "#+"):
-            raise ValueError("topic must not contain MQTT wildcards # or +")
-        try:
-            value.format(site_id="s", role="r")
-        except (KeyError, IndexError, ValueError, AttributeError) as exc:  # '{site_id.x}': AttributeError
-            raise ValueError(f"topic may use only {{site_id}} and {{role}}: {exc}") from None
-        return value
-
-
-class ActuatorSettings(_Strict):
-    """How setpoints leave: ``db`` rows in the setpoint-command table, ``mqtt``, or ``none``."""
-
-    kind: Literal["db", "mqtt", "none"] = "db"
-    retries: int = Field(default=3, ge=0, le=10)
-    retry_backoff_s: float = Field(default=1.0, ge=0.0, le=60.0)
-    mqtt: MqttSettings = MqttSettings()
-
-
 class Config(_Strict):
     """The whole controller config; build the shared envelope with ``envelope()``."""
 
@@ -361,6 +329,7 @@ class Config(_Strict):
     retraining: RetrainingSettings = RetrainingSettings()
     metrics: MetricsSettings = MetricsSettings()
     actuator: ActuatorSettings = ActuatorSettings()
+    bacnet: BacnetSettings | None = None  # BACnet/IP network and point map (controller.config_bacnet)
 
     @field_validator("setpoints", mode="before")
     @classmethod
@@ -388,6 +357,8 @@ class Config(_Strict):
         if (self.database.source == "external") != (self.historian is not None):
             raise ValueError("database.source: 'external' needs a [historian] section, and a [historian] "
                              "section needs source = \"external\"")
+        if self.actuator.kind == "bacnet":
+            check_controlled(self.bacnet, self.control.setpoints)
         if self.mode == "manual" and not self.pins():
             raise ValueError("mode: 'manual' needs at least one setpoints.<role>.pin_c to hold")
         return self

@@ -46,7 +46,7 @@ from controller.cycle_state import (
 )
 from controller.decision import Decision, Outcome, Prediction
 from controller.optimizer import ModelError, OptimisationResult, optimise, take, what_if_rows
-from controller.quality import clock_problem, stuck_threshold_rows
+from controller.quality import clock_problem, history_age_problem, stuck_threshold_rows
 from controller.rules import TunedRules, rule_setpoints
 from controller.safety import GateResult, Verification, allowed_box, clamped_reference, gate, verify
 from controller.seams import ActuationResult, Actuator, ReadingSource, Recorder
@@ -68,6 +68,20 @@ class ModelWithdrawn(Exception):
     """Raised by a model source that has a model but withholds it (e.g. its forecasts drifted); says why."""
 
 
+class NoChampion(Exception):
+    """Raised by a model source that has no model to offer for a reason worth saying (none beat its baselines)."""
+
+
+NO_CHAMPION = "no champion model: "
+
+
+def interval_coverage(model: Forecaster | None) -> dict[str, float]:
+    """Per target, the share of the model's recent matured forecasts inside their interval (online calibration)."""
+    cal = getattr(model, "calibration", None)
+    coverage = getattr(cal, "coverage", None)
+    return {} if not callable(coverage) else {t: float(c) for t, c in coverage().items() if c is not None}
+
+
 def _resolve(forecaster: ForecasterSource) -> tuple[Forecaster | None, str | None]:
     if forecaster is None or isinstance(forecaster, Forecaster):
         return forecaster, None
@@ -75,6 +89,8 @@ def _resolve(forecaster: ForecasterSource) -> tuple[Forecaster | None, str | Non
         return forecaster(), None
     except ModelWithdrawn as exc:
         return None, f"model withdrawn: {exc}"
+    except NoChampion as exc:
+        return None, f"{NO_CHAMPION}{exc}"
     except Exception as exc:  # loading a model is I/O plus untrusted files: fall back, never crash
         return None, f"cannot load model: {type(exc).__name__}: {exc}"
 
@@ -206,7 +222,8 @@ def _rules_reason(config: Config, checked: CheckedState, model: Forecaster | Non
     if rack >= limit:  # the plant is not where any model put it: the rules cool, the hot guard allows only that
         return "verification_veto", f"measured rack inlet {rack:.2f} C is at or above the {limit} C limit"
     if model is None:
-        return ("no_model" if model_problem is None else "model_error"), model_problem or "no trained model available"
+        no_model = model_problem is None or model_problem.startswith(NO_CHAMPION)
+        return ("no_model" if no_model else "model_error"), model_problem or "no trained model available"
     return None
 
 
@@ -342,7 +359,8 @@ def record(config: Config, now: datetime, checked: CheckedState, planned: Plan, 
         model_version=None if model is None else str(model.version),
         chosen=preds.chosen, hold=preds.hold, expected_saving_kw=saving, objective=objective,
         degraded_inputs=checked.degraded if proposal.model_usable else (),
-        interval_level=preds.interval_level, verification_ok=not proposal.violations and final.ok,
+        interval_level=preds.interval_level, interval_coverage=interval_coverage(model),
+        verification_ok=not proposal.violations and final.ok,
         violations=proposal.violations + final.violations,
         gate_adjustments=gated.adjustments + ((preds.note,) if preds.note else ()),
         quality_issues=tuple(str(i) for i in checked.report.issues) + checked.masked_notes,
@@ -364,11 +382,13 @@ def decide(config: Config, frame: pd.DataFrame | None, now: datetime, forecaster
 
     ``problems``: what the edges found: ``read`` (why the window could not be read; then
     ``frame`` is None), ``model`` (why ``forecaster`` is None although one was expected),
-    ``clock`` (why the clock cannot be trusted: the window is ignored, ``bad_data``).
+    ``clock`` (why the clock cannot be trusted: the window is ignored, ``bad_data``),
+    ``history_age`` (the newest reading is before the window: said once, not per role).
     """
     found = dict(problems or {})
     model = None if config.mode in ("rules", "manual") else forecaster
     checked = check_state(config, frame, now, model, last_applied, clock_error=found.get("clock"),
+                          history_age=found.get("history_age"),
                           profile=profile if profile is not None else getattr(model, "data_profile", None))
     if rng is None:
         rng = np.random.default_rng(config.optimizer.seed if config.optimizer.seed is not None
@@ -414,6 +434,13 @@ def _actuate(decision: Decision, actuator: Actuator | None, now: datetime) -> Ac
         return ActuationResult(ok=False, status=f"failed: {type(exc).__name__}: {exc}")
 
 
+def _history_age(source: ReadingSource, frame: pd.DataFrame | None, now: datetime, start: datetime) -> str | None:
+    """How old the newest reading is, asked only when the window holds no reading at all."""
+    if frame is None or frame.notna().to_numpy().any():
+        return None
+    return history_age_problem(source, now, start)
+
+
 def run_cycle(
     config: Config,
     source: ReadingSource,
@@ -443,7 +470,8 @@ def run_cycle(
         frame = source.read_wide(required_roles(config, model), start, end, GRID_FREQ).frame
     except Exception as exc:  # a historian failure must become a fallback, not a dead loop
         read_error = str(exc)
-    problems = {"read": read_error, "model": model_problem, "clock": clock_problem(source, now)}
+    problems = {"read": read_error, "model": model_problem, "clock": clock_problem(source, now),
+                "history_age": _history_age(source, frame, now, start)}
     decision = decide(config, frame, now, model, last_applied, problems=problems, rng=rng)
     decision = replace(decision, duration_s=timer() - started)
     decision = replace(decision, decision_id=recorder.record(decision))

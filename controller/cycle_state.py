@@ -31,7 +31,14 @@ import pandas as pd
 from controller.bounds import SetpointEnvelope
 from controller.candidates import latest_move_signs
 from controller.config import Config
-from controller.quality import QualityIssue, QualityReport, check_window, mask_out_of_range, usable_window
+from controller.quality import (
+    QualityIssue,
+    QualityReport,
+    check_window,
+    collapse_missing,
+    mask_out_of_range,
+    usable_window,
+)
 from controller.safety import (
     LOOK_BACK_ROWS,
     InletOutlook,
@@ -179,10 +186,12 @@ def _checked_roles(model: Forecaster | None, controlled: tuple[str, ...]) -> tup
 
 def check_state(config: Config, frame: pd.DataFrame | None, now: datetime, model: Forecaster | None,
                 last_applied: Mapping[str, float] | None, *, clock_error: str | None = None,
-                profile: Any = None) -> CheckedState:
+                profile: Any = None, history_age: str | None = None) -> CheckedState:
     """Stage 1: the window checked, the latest values, reference and guard inputs, once.
 
     ``clock_error``: why the clock cannot be trusted; the window is then ignored.
+    ``history_age``: the source's newest reading is before the window ("newest reading
+    ... N days old"): said once instead of one "missing" issue per role.
     ``profile``: the site's learned data profile (``forecasting.data_profile``), or None.
     """
     if clock_error is not None:
@@ -197,7 +206,7 @@ def check_state(config: Config, frame: pd.DataFrame | None, now: datetime, model
     report = QualityReport(issues=(), latest=found.latest).adding(
         None if window_problem is None else QualityIssue("window", "format", window_problem),
         None if clock_error is None else QualityIssue("clock", "freshness", clock_error),
-    ).adding(*found.issues)
+    ).adding(*collapse_missing(found.issues, history_age))
     suspect = {i.role for i in report.issues}
     measured = {r: (math.nan if r in suspect else v) for r, v in latest_values(frame).items()}
     reference = reference_setpoints(config.mode, last_applied, measured, env)

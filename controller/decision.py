@@ -84,6 +84,7 @@ class Decision:
     objective: str | None = None  # facility (cooling + IT) | cooling: what the search minimised
     degraded_inputs: tuple[str, ...] = ()  # suspect non-safety roles the model ran without this cycle
     interval_level: float | None = None
+    interval_coverage: dict[str, float] = field(default_factory=dict)  # per target, last week's matured [-]
     verification_ok: bool = True
     violations: tuple[str, ...] = ()  # what the independent check vetoed
     gate_adjustments: tuple[str, ...] = ()  # what the final gate changed

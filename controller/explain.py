@@ -67,6 +67,8 @@ def explanation(decision: Decision) -> dict[str, Any]:
         "objective": d.objective,
         "degraded_inputs": list(d.degraded_inputs),
         "model_version": d.model_version,
+        "interval_level": d.interval_level,
+        "interval_coverage": dict(d.interval_coverage),
         "actuation": d.actuation,
     }
 
@@ -88,6 +90,10 @@ def render(decision: Decision) -> str:
         out.append("hot guard active: rack inlet near the limit or unknown, only cooling-increasing moves allowed")
     if d.objective:
         out.append(f"objective: lowest predicted {'cooling + IT' if d.objective == 'facility' else 'cooling'} power")
+    if d.interval_coverage:
+        level = f"{d.interval_level:.0%} " if d.interval_level is not None else ""
+        out.append(f"{level}intervals covered (last week's matured forecasts): "
+                   + ", ".join(f"{t} {c:.0%}" for t, c in d.interval_coverage.items()))
     if d.degraded_inputs:
         out.append("ran without suspect inputs (masked for the model): " + ", ".join(d.degraded_inputs))
     runner_ups = _distinct(d.runner_ups)

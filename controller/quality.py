@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -363,6 +363,42 @@ def usable_window(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
     return frame, problem
 
 
+def _newest_reading(source: object) -> datetime | None:
+    """The source's newest reading where it can say (``latest_timestamp``); None when it cannot or fails."""
+    latest = getattr(source, "latest_timestamp", None)
+    if not callable(latest):
+        return None
+    try:
+        newest = latest()
+    except Exception:  # a failing query is left to the window read, which reports it
+        return None
+    return newest if isinstance(newest, datetime) else None
+
+
+def history_age_problem(source: object, now: datetime, window_start: datetime) -> str | None:
+    """"newest reading ... UTC, N days old" when the source's newest reading is before the window, else None.
+
+    Why: then every role of the window is missing for one reason (the history stops),
+    which is said once instead of once per role. Sources without ``latest_timestamp``
+    and failing queries are left to the window read.
+    """
+    newest = _newest_reading(source)
+    if newest is None or newest >= window_start:
+        return None
+    age = now - newest
+    old = f"{age.days} days" if age >= timedelta(days=2) else f"{age.total_seconds() / 3600:.1f} h"
+    return f"newest reading {newest.astimezone(UTC):%Y-%m-%d %H:%M} UTC, {old} old"
+
+
+def collapse_missing(issues: Iterable[QualityIssue], history_age: str | None) -> tuple[QualityIssue, ...]:
+    """The issues with the per-role "missing" ones said once as ``history_age`` when the whole history is old."""
+    issues = tuple(issues)
+    if history_age is None:
+        return issues
+    kept = tuple(i for i in issues if i.check != "missing")
+    return (QualityIssue("history", "freshness", history_age), *kept) if len(kept) < len(issues) else issues
+
+
 #: Readings stamped more than this after the cycle's clock mean the clock is behind [s].
 CLOCK_AHEAD_TOLERANCE = timedelta(minutes=5)
 
@@ -374,14 +410,8 @@ def clock_problem(source: object, now: datetime) -> str | None:
     limit against old measured setpoints). Only sources that know their newest reading
     (``latest_timestamp``) are checked; a failing query is left to the window read.
     """
-    latest = getattr(source, "latest_timestamp", None)
-    if not callable(latest):
-        return None
-    try:
-        newest = latest()
-    except Exception:
-        return None
-    if not isinstance(newest, datetime) or newest <= now + CLOCK_AHEAD_TOLERANCE:
+    newest = _newest_reading(source)
+    if newest is None or newest <= now + CLOCK_AHEAD_TOLERANCE:
         return None
     ahead_min = (newest - now).total_seconds() / 60.0
     return (f"the newest reading ({newest.isoformat()}) is {ahead_min:.0f} min ahead of the controller clock "

@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "coolpilot.run_cli",
     "coolpilot.train_cli",
     "coolpilot.evaluate_cli",
+    "coolpilot.fleet_cli",
+    "coolpilot.bacnet_cli",
 )
 
 

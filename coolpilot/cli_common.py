@@ -56,6 +56,25 @@ def parse_start(text: str) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+def add_at_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--at TIME``: replay a past moment of the historian (``what`` says what it changes)."""
+    parser.add_argument("--at", metavar="TIME", default=None,
+                        help=f"replay a past moment: {what} as of TIME (UTC ISO 8601, e.g. 2023-07-10T23:55Z; "
+                             "naive times are UTC); default now")
+
+
+def parse_at(text: str, now: datetime) -> datetime:
+    """An ``--at`` value as an aware UTC datetime, refused when it lies after ``now``."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise CliError(f"--at {text!r}: not an ISO 8601 time, e.g. 2023-07-10T23:55:00Z") from None
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if when > now:
+        raise CliError(f"--at {when.isoformat()} is in the future (now {now.isoformat(timespec='seconds')})")
+    return when
+
+
 def progress(message: str) -> None:
     """A progress line for the operator, on stderr so that --json stdout stays clean."""
     sys.stderr.write(message.rstrip("\n") + "\n")

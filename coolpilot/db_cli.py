@@ -96,6 +96,44 @@ def cmd_db_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_retention(args: argparse.Namespace) -> int:
+    """Drop readings older than --keep-days (or the config's database.retention_days)."""
+    from datetime import UTC, datetime
+
+    from db.migrate import require_schema
+    from db.partitions import apply_retention
+
+    keep_days, url = args.keep_days, args.db
+    if args.config is not None:
+        from controller.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as err:
+            raise CliError(str(err)) from err
+        keep_days = keep_days if keep_days is not None else cfg.database.retention_days
+        url = url if url is not None else cfg.database.url
+    if keep_days is None:
+        raise CliError("give --keep-days N, or --config FILE with [database] retention_days")
+    if keep_days < 1:
+        raise CliError(f"--keep-days must be at least 1, got {keep_days}")
+    url = resolve_url(url)
+    with _operator_errors():
+        engine = make_engine(url)
+        try:
+            require_schema(engine)
+            with engine.begin() as conn:
+                report = apply_retention(conn, keep_days, datetime.now(UTC))
+        finally:
+            engine.dispose()
+    payload = {"url": redact_url(url), "keep_days": keep_days, "cutoff": report.cutoff,
+               "partitions_dropped": list(report.partitions_dropped), "rows_deleted": report.rows_deleted}
+    dropped = ", ".join(report.partitions_dropped) or "none"
+    emit(args, payload, f"database {payload['url']}: readings before {report.cutoff.isoformat()} removed "
+                        f"(partitions dropped: {dropped}; rows deleted: {report.rows_deleted})")
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from db.ingest import ingest_csv
 
@@ -136,10 +174,23 @@ def register(subparsers: Any) -> None:
     stats.add_argument("--site", default=None, help="only this site")
     stats.set_defaults(func=cmd_db_stats)
 
+    retention = db_sub.add_parser(
+        "retention", help="remove old readings (PostgreSQL: drops whole months' partitions; SQLite: deletes rows)"
+    )
+    add_db_arg(retention)
+    retention.add_argument("--keep-days", type=int, default=None, metavar="N", help="keep the last N days [days]")
+    retention.add_argument("--config", default=None, metavar="FILE",
+                           help="take retention_days (and the url) from this config's [database] section")
+    add_json_arg(retention)
+    retention.set_defaults(func=cmd_db_retention)
+
     ingest = subparsers.add_parser(
         "ingest",
         help="load sensor history from a CSV file (long: timestamp,tag,value; wide: timestamp,TAG,...)",
-        description="Validate the whole file, then load it in one transaction. Re-ingesting changes nothing.",
+        description="Validate the whole file, then load it in one transaction. Re-ingesting changes nothing. "
+                    "Empty cells and N/A, NA, NaN, null, None mean no reading: a gap, counted and not stored "
+                    "(never filled). A value outside its role's physical range (db/roles.py) rejects the whole "
+                    "file: the error counts them and lists the first 20 lines (file, line, field, value, range).",
     )
     ingest.add_argument("file", metavar="FILE", help="CSV file, long or wide format, UTF-8")
     add_db_arg(ingest)

@@ -18,7 +18,9 @@ import sqlalchemy as sa
 
 from controller.config import RESTART_REQUIRED, Config, ConfigError, load_config
 from controller.decision import Decision
-from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
+from controller.seams import ActuationResult
+from coolpilot.cli_common import CliError, add_at_arg, add_db_arg, add_json_arg, emit, parse_at, progress
+from coolpilot.replay import AsOfSource
 
 CONFIG_ENV = "COOLPILOT_CONFIG"
 
@@ -30,6 +32,7 @@ def register(subparsers: Any) -> None:
                                           "the mode is advisory.")
     p.add_argument("--once", action="store_true", help="run exactly one cycle (required; the daemon is `coolpilot run`)")
     _config_arg(p)
+    add_at_arg(p, "decide on the window, quality and freshness checks; advisory only, nothing is applied")
     add_db_arg(p)
     add_json_arg(p)
     p.set_defaults(func=cmd_decide)
@@ -74,11 +77,12 @@ def _config_dir(path: str | None) -> Path | None:
     return None if given is None else Path(given).resolve().parent
 
 
-def _load(path: str | None) -> Config:
+def _load(path: str | None, *, read_only: bool = False) -> Config:
     path = _config_path(path)
     try:
         if path is None:
-            progress("no --config given: using built-in defaults (mode advisory, nothing is applied)")
+            if not read_only:  # a command that only reads (explain) has nothing to apply: no warning
+                progress("no --config given: using built-in defaults (mode advisory, nothing is applied)")
             return Config()
         return load_config(path)
     except ConfigError as exc:
@@ -100,7 +104,11 @@ def _engine(args: argparse.Namespace, config: Config) -> sa.Engine:
 def cmd_decide(args: argparse.Namespace) -> int:
     if not args.once:
         raise CliError("decide runs a single cycle: pass --once (the continuous daemon is `coolpilot run`)")
+    now = datetime.now(UTC)
+    at = None if args.at is None else parse_at(args.at, now)
     config = _load(args.config)
+    if at is not None:
+        config = _replaying(config, at)
     engine = _engine(args, config)
     from controller.cycle import run_cycle
     from controller.service.actuators import make_actuator
@@ -113,7 +121,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     try:
         source = historian_from_config(None if config.historian is None else config.historian.section(), engine,
                                        site, base_dir=_config_dir(args.config))
-        last_applied = last_applied_setpoints(engine, site)
+        # a replay judges the past by its measured setpoints: what was applied since says nothing about then
+        last_applied = {} if at is not None else last_applied_setpoints(engine, site)
     except (DatabaseError, HistorianConfigError) as exc:
         raise CliError(str(exc)) from None
 
@@ -123,10 +132,13 @@ def cmd_decide(args: argparse.Namespace) -> int:
         return load_champion(engine, site)
 
     recorder = DecisionRecorder(engine, site)
-    actuator = make_actuator(config.actuator, site, engine)
+    actuator = make_actuator(config.actuator, site, engine, bacnet=config.bacnet,
+                             mode=lambda: config.mode) if at is None else NeverSend()
+    if at is not None:
+        source = AsOfSource(source, at)
     try:
         decision = run_cycle(config, source, champion, actuator, recorder,
-                             lambda: datetime.now(UTC), last_applied)
+                             lambda: now if at is None else at, last_applied)
     finally:
         close = getattr(actuator, "close", None)
         if close is not None:
@@ -138,6 +150,23 @@ def cmd_decide(args: argparse.Namespace) -> int:
         progress(f"coolpilot decide: nothing written: {decision.reason}")
         return 3
     return 1 if decision.actuation.startswith("failed") else 0
+
+
+class NeverSend:
+    """The actuator of a replay: a past moment is never actuated."""
+
+    def send(self, setpoints: Any, *, ts: datetime, decision_id: int | None, reason: str) -> ActuationResult:
+        return ActuationResult(ok=False, status="not sent (replay of a past moment)")
+
+
+def _replaying(config: Config, at: datetime) -> Config:
+    """The config for a replay at ``at``: auto becomes advisory, and the operator is told so in one line."""
+    note = ""
+    if config.mode == "auto":
+        config = config.model_copy(update={"mode": "advisory"})
+        note = " (mode auto runs as advisory)"
+    progress(f"replaying {at.isoformat()}: advisory only, nothing is applied{note}")
+    return config
 
 
 def _effective(config: Config) -> dict[str, Any]:
@@ -179,18 +208,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_time(text: str) -> datetime:
-    try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise CliError(f"--at {text!r}: not an ISO 8601 time, e.g. 2024-07-01T12:00:00Z") from None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, read_only=True)
     site = args.site or config.site_id
-    when = _parse_time(args.at) if args.at else None
+    when = parse_at(args.at, datetime.now(UTC)) if args.at else None
     engine = _engine(args, config)
     from controller.explain import explanation, render
     from db.engine import DatabaseError

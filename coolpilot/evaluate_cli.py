@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from coolpilot.cli_common import CliError, add_energyplus_args, add_json_arg, emit, parse_start, progress
 from coolpilot.evaluation.plants import EvaluationError
 from coolpilot.evaluation.run import DEFAULT_PLANT, DEFAULT_START, EvaluationOptions
+from coolpilot.sweep_cli import add_sweep_args, evaluate_seeds
 
 DEFAULT_OUT = "coolpilot-eval"
+T = TypeVar("T")
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -23,6 +27,7 @@ def _command(args: argparse.Namespace) -> str:
                         ("--start", args.start), ("--days", args.days), ("--train-days", args.train_days),
                         ("--seed", args.seed), ("--explore", args.explore), ("--plant", args.plant),
                         ("--config", args.config), ("--max-epochs", args.max_epochs), ("--device", args.device),
+                        ("--retrain-every-days", args.retrain_every_days),
                         ("--out", args.out)):
         if value is not None:
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
@@ -117,14 +122,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             start=parse_start(args.start) if args.start else DEFAULT_START, days=args.days,
             train_days=args.train_days, seed=args.seed, plant=args.plant or DEFAULT_PLANT,
             explore_share=args.explore, config=config, train_config=train_config, device=args.device,
+            retrain_every_days=args.retrain_every_days,
         )
-        result = evaluate(opts, out, say=progress)
+        if args.seeds:  # --seeds: one run per seed through coolpilot.evaluation.sweep
+            return evaluate_seeds(args, opts, _command)
+        result = _leaving_nothing_on_failure(out, lambda: evaluate(opts, out, say=progress))
     except EvaluationError as exc:
         raise CliError(str(exc)) from None
     summary = write_outputs(result, out, command=_command(args))
     summary["out_dir"] = str(out)
     emit(args, summary, _human(summary))
     return 0
+
+
+def _leaving_nothing_on_failure(out: Path, run: Callable[[], T]) -> T:
+    """``run()``; when it fails, remove what it added under ``out`` (its database, its models, the folder
+    itself if it made it), so that no partial evaluation.db is mistaken for a result."""
+    before = set(out.rglob("*")) if out.is_dir() else None
+    try:
+        return run()
+    except BaseException:
+        added = [p for p in out.rglob("*") if before is None or p not in before] if out.is_dir() else []
+        added += [out / f"evaluation.db{s}" for s in ("", "-wal", "-shm")]  # replaced, so never a result
+        for path in sorted(set(added), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if before is None and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def register(subparsers: Any) -> None:
@@ -146,7 +173,8 @@ def register(subparsers: Any) -> None:
                    help=f"first day of the evaluation window, UTC (default {DEFAULT_START:%Y-%m-%d})")
     p.add_argument("--days", type=float, default=7.0, metavar="N", help="days evaluated (default 7)")
     p.add_argument("--train-days", type=float, default=42.0, metavar="N",
-                   help="days of training history before the window (default 42)")
+                   help="days of training history before the window (default 42; at least 8: training needs a "
+                        "week of usable 5-minute samples and a day for lags and the horizon)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed: weather-independent noise, exploration")
     p.add_argument("--plant", default=None, metavar="MODULE:FACTORY", help=f"plant factory (default {DEFAULT_PLANT})")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT})")
@@ -154,7 +182,11 @@ def register(subparsers: Any) -> None:
                    help="share of the training history in safe random exploration (default 0.3)")
     p.add_argument("--config", default=None, metavar="FILE", help="controller config TOML (mode is forced to auto)")
     p.add_argument("--max-epochs", type=int, default=None, metavar="N", help="training epochs (default: training's)")
+    p.add_argument("--retrain-every-days", type=float, default=1.0, metavar="N",
+                   help="retrain CoolPilot's model every N days of the window, on history that includes the "
+                        "days it controlled, as the daemon's nightly job does (default 1; 0: never)")
     p.add_argument("--device", choices=("cpu", "auto", "cuda"), default="cpu",
                    help="training device (default cpu: repeatable bit for bit)")
     add_json_arg(p)
+    add_sweep_args(p)
     p.set_defaults(func=cmd_evaluate)

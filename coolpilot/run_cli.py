@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
+from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, progress
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _wire(args: argparse.Namespace, holder: Any, engine: Any, plant: Any,
     try:
         parts = stack.enter_context(build_parts(holder, engine=engine, registry=registry, retrain=retrain,
                                                 clock=utc_now if plant is None else plant_clock(plant), plant=plant))
-    except (DatabaseError, HistorianConfigError) as exc:
+    except (DatabaseError, HistorianConfigError, OSError) as exc:  # OSError: e.g. the BACnet port is taken
         raise CliError(str(exc)) from None
     if plant is not None:
         return parts, PacedTrigger(cycles_per_s=args.speed, period_s=float(plant.record_interval_s),
@@ -224,7 +224,10 @@ def _check_demo_args(args: argparse.Namespace) -> None:
 
 def _log_to_file(workdir: Path) -> None:
     """Send log lines to a file: on the terminal they would tear the live view."""
+    from coolpilot.demo import rotate_log
+
     workdir.mkdir(parents=True, exist_ok=True)
+    rotate_log(workdir / "demo.log")  # the previous run's log stays as demo.log.1
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -236,7 +239,10 @@ def _log_to_file(workdir: Path) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from coolpilot.demo import DemoOptions, run_demo, summary_text
+    import json
+
+    from coolpilot.demo import DemoOptions, print_summary, run_demo, summary_text
+    from db.jsonable import jsonable
 
     _check_demo_args(args)
     if not getattr(args, "verbose", False):
@@ -248,5 +254,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs,
     )
     summary = run_demo(opts, say=progress, view_stream=sys.stderr)
-    emit(args, summary, summary_text(summary))
+    text = json.dumps(jsonable(summary), sort_keys=True) if getattr(args, "json", False) else summary_text(summary)
+    print_summary(text, sys.stdout, sys.stderr)  # also after Ctrl-C ended the reader of a pipe
     return 0

@@ -11,12 +11,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import sqlalchemy as sa
 
-from coolpilot.cli_common import CliError, add_db_arg, add_json_arg, emit, progress
+from coolpilot.cli_common import CliError, add_at_arg, add_db_arg, add_json_arg, emit, parse_at, progress
+from coolpilot.fleet.cli import add_fleet_args, cmd_train_fleet, is_fleet
 from db.engine import DatabaseError, make_engine, resolve_url
 from db.migrate import require_schema
 from forecasting.features import TARGETS, FeatureError, FeatureSpec
@@ -44,7 +46,9 @@ def register(subparsers: Any) -> None:
     _models_dir_arg(train)
     train.add_argument("--seed", type=int, default=0, help="random seed (runs repeat exactly on the CPU)")
     train.add_argument("--max-epochs", type=int, default=None, metavar="N")  # None: TrainConfig's default
+    add_at_arg(train, "learn from the --days before TIME")
     add_json_arg(train)
+    add_fleet_args(train)
     train.set_defaults(func=_guarded(cmd_train))
 
     models = subparsers.add_parser("models", help="list, inspect, promote or roll back trained models")
@@ -108,6 +112,8 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     lines = [f"{'model':<24} {'cool MAE kW':>11} {'cool MAPE %':>11} {'rack MAE C':>10} {'cover90 cool/rack':>18} "
              f"{'train s':>8}  device"]
     for name, m in metrics.items():
+        if "train_seconds" not in m:  # not a model: the promotion comparison
+            continue
         cov = "-"
         if "coverage" in m[TARGETS[0]]:
             cov = f"{m[TARGETS[0]]['coverage']:.3f}/{m[TARGETS[1]]['coverage']:.3f}"
@@ -116,12 +122,29 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _baseline_table(verdicts: list[dict[str, Any]]) -> str:
+    """The promotion rule, plainly: per target, held-out MAE of the ensemble and its baselines, and
+    whether a baseline beats the ensemble beyond noise."""
+    lines = [f"{'target':<18} {'ensemble MAE':>12} {'HGB MAE':>9} {'ridge MAE':>9}  verdict"]
+    for v in verdicts:
+        base = v["baseline_mae"]
+        cells = [f"{base[n]:>9.3f}" if n in base else f"{'-':>9}" for n in ("hist_gradient_boosting", "ridge")]
+        best = base.get(v["best"]) if v.get("best") else None
+        verdict = (f"worse than {', '.join(v.get('worse_than') or [v['best']])}" if not v["ok"]
+                   else "ok (behind, within noise)" if best is not None and v["ensemble_mae"] > best else "ok")
+        lines.append(f"{v['target']:<18} {v['ensemble_mae']:>12.3f} {cells[0]} {cells[1]}  {verdict}")
+    return "\n".join(lines)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from forecasting.registry import register_trained
     from forecasting.train import TrainConfig, fit_forecaster
 
+    if is_fleet(args):  # --all-sites / --sites: one job per site (coolpilot.fleet)
+        return cmd_train_fleet(args, Path(args.models_dir or os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR))
+    until = None if args.at is None else parse_at(args.at, datetime.now(UTC))
     engine = _engine(args)
-    frame = load_history(engine, args.site, args.days)
+    frame = load_history(engine, args.site, args.days, until=until)
     spec = FeatureSpec.for_history(frame)  # the roles and varying setpoints this site has
     config = TrainConfig(seed=args.seed,
                          max_epochs=TrainConfig.max_epochs if args.max_epochs is None else args.max_epochs)
@@ -145,6 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"removed as spikes or out of range); none were filled",
         f"epochs {r['epochs_run']} (best {r['best_epoch']}) on {r['device']} in {r['train_seconds']:.1f} s",
         _metrics_table(r["metrics"]),
+        _baseline_table(decision.as_dict()["baselines"]),
         f"{decision.reason}",
         f"artifact: {decision.artifact_path}",
     ])

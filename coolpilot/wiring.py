@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from controller.config import Config
-from controller.seams import Actuator, ReadingSource
+from controller.seams import Actuator, ReadingSource, Releasable
 from controller.service.actuators import make_actuator
 from controller.service.config_watch import ConfigHolder
 from controller.service.daemon import CycleHook, CycleReport, DaemonParts
@@ -100,20 +100,32 @@ def build_parts(
     last_applied = last_applied_setpoints(engine, site)
     log.info("site %s: resuming from last applied setpoints %s", site,
              last_applied or "(none: the measured setpoints are the reference)")
-    sender = make_actuator(cfg.actuator, site, engine)
+    sender = make_actuator(cfg.actuator, site, engine, bacnet=cfg.bacnet, mode=lambda: holder.config.mode,
+                           registry=registry)
     try:
+        site_hooks = _site_hooks(sender, engine, site, clock)
         yield DaemonParts(
             holder=holder, source=source, forecaster=ChampionProvider(engine, site),
             actuator=_plant_side(sender if actuator_layer is None else actuator_layer(sender), plant, last_applied),
             recorder=DecisionRecorder(engine, site), metrics=_metrics(registry, cfg, plant), clock=clock,
             notifier=SystemdNotifier.from_environ(env), last_applied=last_applied, retrain=retrain,
-            hooks=(*hooks, PlantBridge(plant, engine, site, write=historian_write)) if plant else tuple(hooks),
+            hooks=(*hooks, PlantBridge(plant, engine, site, write=historian_write), *site_hooks) if plant
+            else (*hooks, *site_hooks),
             on_cycle=tuple(on_cycle), watchdog_interval_s=watchdog_interval_s(env),
+            releaser=sender if isinstance(sender, Releasable) else None, engine=engine,
         )
     finally:
         close = getattr(sender, "close", None)
         if close is not None:
             close()
+
+
+def _site_hooks(sender: Actuator, engine: sa.Engine, site: str, clock: Callable[[], datetime]) -> tuple[CycleHook, ...]:
+    """A BACnet actuator brings its poller (the plant read from the BMS) and its heartbeat."""
+    from controller.service.bacnet.actuator import BacnetActuator
+    from controller.service.bacnet.parts import cycle_hooks
+
+    return cycle_hooks(sender, engine, site, clock=clock) if isinstance(sender, BacnetActuator) else ()
 
 
 def _reading_source(holder: ConfigHolder, engine: sa.Engine) -> ReadingSource:

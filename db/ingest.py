@@ -9,8 +9,14 @@ Formats (header on line 1; timestamps ISO 8601):
 Timestamps with an offset (``Z``, ``+02:00``) are converted to UTC; naive ones need an
 explicit IANA time zone (``--timezone``), and local times that do not exist or are
 ambiguous at a DST change are errors. Timestamps are stored to the whole second
-(fractions are floored). Empty cells (and ``NaN``/``NA``/``null``) are gaps: skipped
-and counted, never filled.
+(fractions are floored). Empty cells (and ``NaN``/``NA``/``N/A``/``null``/``None``) are
+gaps: skipped and counted, never stored and never filled.
+
+A value outside its role's physical range (``db.roles``: rack inlet 99 C, IT power
+1e300 kW, a negative power, infinity) rejects the file: the error counts them and lists
+the first ``MAX_REPORTED`` in file order (file, line, field, value, range), with a hint
+where a Celsius column's values look like Fahrenheit. The schema has no quality flag,
+so there is no option to store them anyway.
 
 Everything is validated before anything is written, then written in one transaction,
 so a bad file writes nothing. Readings already stored are skipped (first write wins):
@@ -50,6 +56,7 @@ TIME_COLUMNS = ("timestamp", "time", "ts", "datetime")
 MIN_TS_S = 0  # 1970-01-01
 MAX_TS_S = 7_258_118_400  # 2200-01-01
 _WIDE_UNIT = re.compile(r"^(?P<tag>.*?)\s*\[(?P<unit>[^\]]*)\]$")
+MAX_REPORTED = 20  # out-of-range lines listed in an error
 
 
 @dataclass(frozen=True)
@@ -275,6 +282,50 @@ def _dedupe(path: str, r: _Readings) -> tuple[IntArray, IntArray, FloatArray, in
     return tag[keep], ts[keep], value[keep], int(same.sum())
 
 
+def _fahrenheit_fields(r: _Readings, lo: FloatArray, hi: FloatArray, bad: npt.NDArray[np.bool_]) -> set[int]:
+    """Celsius tags with a bad value whose every value, read as Fahrenheit, is in the role's range."""
+    as_c = (r.value - 32.0) / 1.8
+    fits = (as_c >= lo) & (as_c <= hi)
+    out = set()
+    for tag in np.unique(r.tag_idx[bad]).tolist():
+        mine = r.tag_idx == tag
+        if ROLES[r.roles[tag]].unit == "C" and bool(fits[mine].all()):
+            out.add(int(tag))
+    return out
+
+
+def _check_ranges(path: str, r: _Readings) -> None:
+    """Refuse values outside their role's physical range: count them and list the first ``MAX_REPORTED``."""
+    if not len(r.value):
+        return
+    lo = np.array([ROLES[x].physical_min for x in r.roles])[r.tag_idx]
+    hi = np.array([ROLES[x].physical_max for x in r.roles])[r.tag_idx]
+    bad = ~((r.value >= lo) & (r.value <= hi))  # infinities fail too
+    if not bad.any():
+        return
+    fahrenheit = _fahrenheit_fields(r, lo, hi, bad)
+    where = np.flatnonzero(bad)
+    where = where[np.lexsort((r.tag_idx[where], r.line[where]))]  # file order: line, then column
+    lines = []
+    for i in where[:MAX_REPORTED].tolist():
+        tag = int(r.tag_idx[i])
+        role = ROLES[r.roles[tag]]
+        hint = " (looks like Fahrenheit? the role is in C)" if tag in fahrenheit else ""
+        named = "" if r.fields[tag].startswith(r.tags[tag]) else f"tag {r.tags[tag]!r}: "
+        lines.append("  " + located(path, int(r.line[i]), r.fields[tag], (
+            f"{named}{float(r.value[i])!r} is outside {role.name}'s physical range "
+            f"[{role.physical_min:g}, {role.physical_max:g}] {role.unit}{hint}")))
+    first = int(r.tag_idx[where[0]])
+    more = len(where) - len(lines)
+    raise IngestError("\n".join([
+        located(path, int(r.line[where[0]]), r.fields[first],
+                f"{len(where)} value(s) in the file are outside their role's physical range (db/roles.py), the "
+                f"first here; nothing was stored (fix or blank them: an empty cell is a gap):"),
+        *lines,
+        *([f"  ... and {more} more"] if more else []),
+    ]))
+
+
 def _store(
     conn: sa.Connection, site: str, tag_roles: dict[str, str], tags: list[str],
     tag_idx: IntArray, ts_s: IntArray, value: FloatArray,
@@ -324,6 +375,7 @@ def ingest_csv(
     if fmt == "wide" and {"tag", "value"} <= set(rest):
         raise IngestError(located(name, 1, None, "long format is timestamp,tag,value[,unit] with nothing else"))
     parsed = (_parse_long if fmt == "long" else _parse_wide)(name, data, header, tag_map, zone)
+    _check_ranges(name, parsed)
     tag_idx, ts_s, value, _ = _dedupe(name, parsed)
     tag_roles = dict(zip(parsed.tags, parsed.roles, strict=True))
     try:

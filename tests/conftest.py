@@ -105,7 +105,8 @@ def _reset_database(url: str) -> None:
     try:
         with engine.begin() as conn:
             others = conn.exec_driver_sql(
-                "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'public'"
+                "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'public' "
+                "AND table_name NOT IN (SELECT relname FROM pg_class WHERE relispartition)"  # readings' months
             ).all()
             for name, kind in sorted(others, key=lambda row: row[1] != "VIEW"):  # views first
                 if name not in ours:

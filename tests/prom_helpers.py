@@ -84,9 +84,15 @@ class PrometheusServer:
             time.sleep(poll_s)
 
 
-def _config(targets: Sequence[str], job: str, scrape_interval_s: float, rule_files: Sequence[Path]) -> str:
+def _config(targets: Sequence[str], job: str, scrape_interval_s: float, rule_files: Sequence[Path],
+            sd_files: Sequence[Path] = ()) -> str:
     rules = "".join(f"  - {json.dumps(str(p))}\n" for p in rule_files)
     interval = f"{max(round(scrape_interval_s * 1000), 1)}ms"
+    discovery = (  # file-based service discovery (coolpilot fleet sd) instead of fixed targets
+        "    file_sd_configs:\n"
+        f"      - files: {json.dumps([str(p) for p in sd_files])}\n"
+        "        refresh_interval: 1s\n"
+    ) if sd_files else f"    static_configs:\n      - targets: {json.dumps(list(targets))}\n"
     return (
         "global:\n"
         f"  scrape_interval: {interval}\n"
@@ -94,8 +100,7 @@ def _config(targets: Sequence[str], job: str, scrape_interval_s: float, rule_fil
         + (f"rule_files:\n{rules}" if rules else "")
         + "scrape_configs:\n"
         f"  - job_name: {json.dumps(job)}\n"
-        "    static_configs:\n"
-        f"      - targets: {json.dumps(list(targets))}\n"
+        + discovery
     )
 
 
@@ -124,13 +129,15 @@ def running_prometheus(
     rule_files: Sequence[Path] = (),
     startup_timeout_s: float = 60.0,
     attempts: int = 3,
+    sd_files: Sequence[Path] = (),
 ) -> Iterator[PrometheusServer]:
-    """Run ``prometheus`` scraping ``targets`` ("host:port") on 127.0.0.1:<free port>."""
+    """Run ``prometheus`` scraping ``targets`` ("host:port"), or the targets of file_sd
+    ``sd_files`` when given, on 127.0.0.1:<free port>."""
     if PROMETHEUS is None:
         pytest.skip("prometheus binary not installed")
     tmp_dir.mkdir(parents=True, exist_ok=True)
     config_path = tmp_dir / "prometheus.yml"
-    config_path.write_text(_config(targets, job, scrape_interval_s, rule_files))
+    config_path.write_text(_config(targets, job, scrape_interval_s, rule_files, sd_files))
     log_path = tmp_dir / "prometheus.log"
     for attempt in range(attempts):
         port = free_port()

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.config import MqttSettings
+from controller.config_actuator import MqttSettings
 from controller.service.actuators import MqttActuator
 
 BROKER = ("127.0.0.1", 1883)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from controller.config import MqttSettings
+from controller.config_actuator import MqttSettings
 from controller.cycle import decide
 from controller.decision import Decision
 from controller.explain import render

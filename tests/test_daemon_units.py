@@ -106,7 +106,7 @@ def test_an_overrun_is_counted_and_the_running_time_is_known() -> None:
         clock.now += 7.5
     with monitor.track("training"):
         clock.now += 10_000.0  # no budget: never an overrun
-    assert monitor.overruns == {"cycle": 1, "training": 0, "quality": 0}
+    assert monitor.overruns == {"cycle": 1, "training": 0, "quality": 0, "retention": 0}
     assert registry.get_sample_value("coolpilot_job_overruns_total", {"job": "cycle"}) == 1.0
     assert registry.get_sample_value("coolpilot_job_last_duration_seconds", {"job": "cycle"}) == pytest.approx(7.5)
 

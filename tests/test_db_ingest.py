@@ -268,7 +268,7 @@ def test_larger_file_round_trips_through_read_wide(engine: sa.Engine, tmp_path: 
     rng = np.random.default_rng(3)
     roles = ["it_power_kw", "cooling_power_kw", "chw_supply_c", "supply_air_c", "rack_inlet_max_c", "outdoor_rh_pct"]
     index = pd.date_range(T0, periods=11_000, freq="5min", name="timestamp")
-    values = np.round(rng.normal(20.0, 5.0, (len(index), len(roles))), 3)
+    values = np.round(np.clip(rng.normal(20.0, 5.0, (len(index), len(roles))), 5.0, 30.0), 3)  # inside every range
     values[rng.random(values.shape) < 0.05] = np.nan
     frame = pd.DataFrame(values, index=index, columns=roles)
     path = tmp_path / "big.csv"

@@ -37,6 +37,7 @@ def exposed_series_names() -> set[str]:
     m = CoolpilotMetrics(registry)
     m.observe_decision(mode="auto", outcome="optimised", ts_s=1.0, cycle_duration_s=0.1)
     m.observe_matured_forecast(100.0, 90.0, 80.0, 95.0)
+    m.set_interval_coverage({"cooling_power_kw": 0.9})  # a labelled series shows once it has a label
     names = set()
     for line in generate_latest(registry).decode().splitlines():
         if line and not line.startswith("#"):
@@ -76,7 +77,7 @@ def test_promtool_unit_tests_of_the_alert_rules_pass() -> None:
 
 
 @requires_promtool
-@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-compose.yml"])
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-compose.yml", "prometheus-fleet.yml"])
 def test_promtool_check_config(config: str) -> None:
     assert PROMTOOL is not None
     proc = subprocess.run([PROMTOOL, "check", "config", str(DEPLOY / "prometheus" / config)],
@@ -131,7 +132,7 @@ def test_dashboard_has_fixed_uid_and_required_panels() -> None:
         assert p.get("description"), f"panel {p['title']!r} needs a description"
     exprs = " ".join(dashboard_exprs())
     for needed in ["coolpilot_pue_ratio", "coolpilot_pue_predicted_ratio", "coolpilot_cooling_power_watts",
-                   "coolpilot_savings_estimated_joules_total", "coolpilot_setpoint_max_celsius",
+                   "coolpilot_savings_estimated_energy_joules", "coolpilot_setpoint_max_celsius",
                    "coolpilot_rack_inlet_margin_celsius", "coolpilot_fallback_reason", "coolpilot_mode",
                    "coolpilot_ood_score", "coolpilot_cooling_power_predicted_upper_watts",
                    "coolpilot_forecast_relative_error_ratio_sum", "coolpilot_training_consecutive_failures",
@@ -201,6 +202,39 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
                            str(unit)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert "Overall exposure level for coolpilot.service" in proc.stdout
+
+
+TEMPLATE = DEPLOY / "systemd" / "coolpilot@.service"
+
+
+def test_fleet_template_is_the_hardened_unit_per_site() -> None:
+    """coolpilot@.service differs from coolpilot.service only where the site (%i) goes."""
+    def directives(path: Path) -> list[str]:
+        return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+    single, template = directives(UNIT), directives(TEMPLATE)
+    per_site = [ln for ln in template if "%i" in ln]
+    assert {ln.split("=")[0] for ln in template} == {ln.split("=")[0] for ln in single}  # same directives
+    assert {ln for ln in template if "%i" not in ln} <= set(single)  # same hardening and values
+    assert "ExecStart=/opt/coolpilot/venv/bin/coolpilot run --config /etc/coolpilot/%i.toml" in per_site
+    assert {"StateDirectory=coolpilot/%i", "WorkingDirectory=%S/coolpilot/%i",
+            "Environment=COOLPILOT_MODELS_DIR=%S/coolpilot/%i/models"} <= set(per_site)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_fleet_template(tmp_path: Path) -> None:
+    exe = shutil.which("coolpilot") or sys.executable
+    unit = tmp_path / "coolpilot@.service"
+    unit.write_text(TEMPLATE.read_text().replace("/opt/coolpilot/venv/bin/coolpilot", exe))
+    instance = tmp_path / "coolpilot@hall-a.service"
+    instance.symlink_to(unit)
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(instance)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "coolpilot@" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20", "--no-pager",
+                           str(instance)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
 
 
 # -- Dockerfile and compose ------------------------------------------------------------

@@ -105,4 +105,19 @@ def test_coolpilot_ran_the_real_cycle_through_the_database(evaluated: tuple[dict
         rows = db.execute("SELECT COUNT(*), MIN(ts), MAX(ts) FROM decisions").fetchone()
         champion = db.execute("SELECT version FROM models WHERE status = 'champion'").fetchone()
     assert rows[0] == RECORDS
-    assert champion is not None and champion[0] == summary["training"]["version"]
+    # the nightly retraining ran once (day 2 of 2), on history that includes CoolPilot's first day
+    retrainings = summary["training"]["retrainings"]
+    assert len(retrainings) == DAYS - 1 and retrainings[0]["ok"], retrainings
+    promoted = [r["version"] for r in retrainings if r["promoted"]]
+    assert champion is not None and champion[0] == (promoted[-1] if promoted else summary["training"]["version"])
+
+
+def test_retraining_learns_from_the_days_coolpilot_controlled(evaluated: tuple[dict[str, Any], Path]) -> None:
+    summary, out = evaluated
+    retrained = summary["training"]["retrainings"][0]
+    with sqlite3.connect(f"file:{out / 'evaluation.db'}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT meta_json FROM models WHERE version = ?", (retrained["version"],)).fetchone()
+    assert row is not None
+    # its data reaches into the window CoolPilot controlled (the window starts 2023-07-20)
+    window = json.loads(row[0])["training"]["window"]
+    assert window["test"][1] >= "2023-07-20"

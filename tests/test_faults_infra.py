@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from controller.config import MqttSettings
+from controller.config_actuator import MqttSettings
 from controller.decision import Decision
 from controller.seams import ActuationResult
 from controller.service.actuators import DbActuator, MqttActuator

@@ -78,14 +78,15 @@ def model_rig(engine: sa.Engine, tmp_path: Path, trained: tuple[pd.DataFrame, Tr
 
 # -- plant faults ----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("kind", "count"), [("chiller_trip", 2), ("crah_failure", 5)])
+@pytest.mark.parametrize(("kind", "count"), [("chiller_trip", 2), ("crah_failure", 4)])
 def test_an_equipment_fault_keeps_the_hall_below_the_limit_and_control_resumes_after_the_repair(
         kind: str, count: int, sqlite_engine: sa.Engine, tmp_path: Path) -> None:
     # An afternoon in July, supply air kept at 21 C or warmer; the hot guard (no setpoint may
-    # rise) from 2 K below the limit.
+    # rise) from 3 K below the limit. (Five of ten air handlers lost would take the twin's
+    # hottest row past 27 C at a 21 C floor: its recirculation grows with the airflow lost.)
     rig = make_rig(sqlite_engine, tmp_path, days=0.6,
-                   extra="[safety]\nnear_limit_margin_k = 2.0\n[setpoints.supply_air_sp_c]\nmin_c = 21.0\n")
-    limit, margin = 27.0, 2.0
+                   extra="[safety]\nnear_limit_margin_k = 3.0\n[setpoints.supply_air_sp_c]\nmin_c = 21.0\n")
+    limit, margin = 27.0, 3.0
 
     def inject() -> None:
         rig.plant.inject_fault(kind, count=count)
@@ -101,7 +102,7 @@ def test_an_equipment_fault_keeps_the_hall_below_the_limit_and_control_resumes_a
     guarded = [d for d in r.decisions if d.measured[RACK] >= limit - margin]
     for d in guarded:  # near the limit, every mode may only add cooling
         assert d.hot_guard and all(d.new[role] <= d.previous[role] + 1e-9 for role in SETPOINT_ROLES)
-    if kind == "crah_failure":  # half the air handlers: the hottest rack inlet rises into the guard band
+    if kind == "crah_failure":  # 4 of 10 air handlers: the hottest rack inlet rises into the guard band
         assert guarded and max(r.watch.rack_inlet_c) > r.watch.rack_inlet_c[3] + 1.0
     else:  # one chiller of three left, and the controller sees it
         running = [d.measured["chillers_running"] for d, on in zip(r.decisions, during, strict=True) if on]

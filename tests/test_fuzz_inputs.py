@@ -25,6 +25,7 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from db.ingest import IngestError, IngestReport, ingest_csv
+from db.roles import ROLES
 from db.tagmap import TagMap
 from tests._fuzz_support import FIXTURE_OK, snapshot, stored
 
@@ -115,6 +116,12 @@ def tag_pool(use_map: bool) -> list[Tag]:
 
 def role_of(tag: str, use_map: bool) -> str:
     return MAPPED[tag] if use_map else tag
+
+
+def in_range(tag: str, value: float | None, use_map: bool) -> bool:
+    """The value lies in its role's physical range (``db.roles``)."""
+    role = ROLES[role_of(tag, use_map)]
+    return value is not None and role.physical_min <= value <= role.physical_max
 
 
 def unit_ok(tag: str, unit: str, use_map: bool) -> bool:
@@ -268,6 +275,8 @@ def expect(case: CsvCase) -> Expect:
                 out.tags.add(tag.name)
                 if value.kind == "ok" and not ts_bad:
                     found.append((tag.name, int(ts.value), value.value, line, value_col))
+                if value.kind == "ok" and not in_range(tag.name, value.value, case.use_map):
+                    out.problems.add((line, value_col))
         else:
             for name, (tag, _), value in zip(names[1:], case.columns, cells[1:], strict=False):
                 assert isinstance(value, Cell)
@@ -275,6 +284,8 @@ def expect(case: CsvCase) -> Expect:
                     out.problems.add((line, name))
                 elif value.kind == "ok" and tag.kind == "mapped" and not ts_bad:
                     found.append((tag.name, int(ts.value), value.value, line, name))
+                if value.kind == "ok" and tag.kind == "mapped" and not in_range(tag.name, value.value, case.use_map):
+                    out.problems.add((line, name))  # a physically impossible value rejects the file
     for tag_name, ts_s, value_x, line, name in sorted(found, key=lambda f: f[3]):
         before = out.readings.get((tag_name, ts_s))
         if before is not None and before != value_x:

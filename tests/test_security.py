@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from controller.config import parse_config
+from controller.config_bacnet import BacnetSettings
 from controller.cycle import run_cycle
 from controller.service.actuators import DbActuator
 from controller.service.config_watch import ConfigHolder
@@ -40,7 +41,7 @@ from controller.service.metrics import CoolpilotMetrics, serve
 from controller.service.recorder import DecisionRecorder
 from controller.service.retraining import ChampionProvider, Retrainer
 from coolpilot.cli import main
-from db import bulk, records
+from db import bulk, partitions, records
 from db.engine import SQLITE_BUSY_TIMEOUT_MS, DatabaseError, make_engine, redact_url
 from db.historian import ExternalHistorianSource, InternalSource
 from db.ingest import ingest_csv, write_wide
@@ -140,7 +141,11 @@ def test_the_daemon_listens_on_nothing_but_its_metrics_port(host: str | None, si
 
 def test_no_product_code_opens_a_listener_but_the_metrics_server() -> None:
     found = {f.where for f in scan_product("listen")}
-    assert found == {"controller/service/metrics.py::MetricsServer.__init__"}, found
+    # the metrics server, and the BACnet client's own device (UDP, only with the bacnet actuator,
+    # at bacnet.local_address: 127.0.0.1 unless the operator sets the BMS network's address)
+    assert found == {"controller/service/metrics.py::MetricsServer.__init__",
+                     "controller/service/bacnet/client.py::_check_bind"}, found
+    assert BacnetSettings.model_fields["local_address"].default.startswith("127.0.0.1:")
     # the scan does see listeners (it is not vacuous)
     assert scan_source("listen", "import socket\ns = socket.socket()\ns.bind(('0.0.0.0', 80))\n")
 
@@ -236,8 +241,15 @@ SQL_ALLOWED: dict[str, set[str]] = {
     "db/bulk.py::_insert_postgresql": {"_TEMP_TABLE"},
     # PRAGMA takes no bound parameters: an int module constant, formatted with :d
     "db/engine.py::_sqlite_pragmas": {"SQLITE_BUSY_TIMEOUT_MS"},
-    # the driver's placeholder mark ("?" or "%s"); the values themselves are bound
-    "db/query.py::_fetch_point": {"mark"},
+    # Partition DDL takes no bound parameters for names or bounds: names come from
+    # partition_name (two ints, checked below) or the DEFAULT_PARTITION constant, bounds
+    # are ints; a name read back from pg_class is dropped only if it matches _NAME.
+    "db/partitions.py::create_month": {"name", "DEFAULT_PARTITION", "hi", "lo"},
+    "db/partitions.py::apply_retention": {"part.name", "DEFAULT_PARTITION"},
+    # the migration's fixed DDL: a bool switch, the _COMMENTS constants, the default partition's name
+    "db/migrations/versions/0002_partition_readings.py::_create_readings": {
+        "' PARTITION BY RANGE (ts_s)' if partitioned else ''", "column", "text"},
+    "db/migrations/versions/0002_partition_readings.py::upgrade": {"DEFAULT_PARTITION"},
 }
 
 
@@ -248,6 +260,10 @@ def test_product_sql_is_never_built_from_input() -> None:
     assert unexpected == []
     assert {f.where for f in findings} == set(SQL_ALLOWED), "SQL_ALLOWED lists a place that no longer exists"
     assert re.fullmatch(r"[a-z_]+", bulk._TEMP_TABLE) and isinstance(SQLITE_BUSY_TIMEOUT_MS, int)
+    assert re.fullmatch(r"[a-z_]+", partitions.DEFAULT_PARTITION)
+    assert partitions._NAME.fullmatch(partitions.partition_name((2035, 2)))
+    with pytest.raises((TypeError, ValueError)):
+        partitions.partition_name(("2035; DROP TABLE readings", 2))  # type: ignore[arg-type]
     source = (ROOT / "db" / "bulk.py").read_text()
     assert set(re.findall(r"_copy\(conn, ([^,]+),", source)) == {'"readings"', "_TEMP_TABLE"}
     # the scan is not vacuous: each way of building SQL is caught

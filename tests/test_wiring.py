@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
 
 from benchmarks.soak_faults import FlakyActuator, config_text
-from controller.config import MODES, ActuatorSettings, load_config
+from controller.config import MODES, load_config
+from controller.config_actuator import ActuatorSettings
 from controller.decision import OUTCOMES, REASON_CODES, Outcome
 from controller.seams import ActuationResult
 from controller.service.actuators import DbActuator

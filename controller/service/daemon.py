@@ -12,7 +12,8 @@ between cycles. So:
   APScheduler (`WallClockTrigger`, production), or back to back at N cycles per
   second on a plant clock (`PacedTrigger`, demo and soak); both are
   `controller.service.triggers`. Everything else is the same code. Retraining runs
-  on its own executor and never blocks the cycle.
+  on its own executor and never blocks the cycle; so does the daily retention job
+  (`controller.service.retention`, on the wall clock only).
 * A restart resumes from the database: the caller passes the last applied setpoints
   (``db.records.last_applied_setpoints``) as the rate-limit reference, so a crash
   never causes a jump.
@@ -43,16 +44,18 @@ from datetime import datetime
 from types import FrameType
 from typing import Any, Protocol
 
+import sqlalchemy as sa
+
 from controller.cycle import ForecasterSource, ModelWithdrawn, run_cycle
 from controller.decision import Decision
-from controller.quality import check_window
-from controller.seams import Actuator, ReadingSource, Recorder
+from controller.seams import Actuator, ReadingSource, Recorder, Releasable
 from controller.service.config_watch import ConfigHolder
 from controller.service.cycle_metrics import CyclePublisher, RecordingSource
 from controller.service.metrics import CoolpilotMetrics
+from controller.service.quality_job import QualityJob
+from controller.service.retention import RetentionJob, schedule_retention
 from controller.service.retraining import TrainingOutcome
 from controller.service.scheduler import (
-    QUALITY_CHECKS,
     TRAINING_EXECUTOR,
     JobMetrics,
     JobMonitor,
@@ -71,8 +74,6 @@ from controller.service.triggers import (
     schedule_jobs,
 )
 from db.engine import DatabaseError
-from db.grid import GRID, floor_to_grid
-from db.roles import REQUIRED_MEASUREMENT_ROLES, SETPOINT_ROLES
 from forecasting.protocol import Forecaster
 
 __all__ = ["CycleHook", "CycleReport", "CycleTrigger", "Daemon", "DaemonParts", "PacedTrigger", "WallClockTrigger"]
@@ -119,7 +120,9 @@ class DaemonParts:
     hooks: Sequence[CycleHook] = ()
     on_cycle: Sequence[Callable[[CycleReport], None]] = ()
     watchdog_interval_s: float | None = None  # ping at least this often [s]; None: no watchdog
+    releaser: Releasable | None = None  # hands the plant back (BACnet: relinquish) on stop, fault, mode
     wall_clock: Callable[[], float] = time.time  # [s since epoch], for metric timestamps
+    engine: sa.Engine | None = None  # CoolPilot's database, for the daily retention job; None: no job
 
 
 class Daemon:
@@ -135,17 +138,23 @@ class Daemon:
         self.period_s = plant_period_s(trigger)
         self.stall_after_s = stall_after_s if stall_after_s is not None else max(3 * (interval or 0.0), 600.0)
         self.job_metrics = JobMetrics(parts.metrics.registry)
+        self.quality = QualityJob(parts.holder, parts.clock, parts.source, self.job_metrics.quality_issues,
+                                  parts.metrics.db_error)
         quality_budget = trigger.quality_interval_s if isinstance(trigger, WallClockTrigger) else None
-        self.monitor = JobMonitor(self.job_metrics, {"cycle": interval, "training": None, "quality": quality_budget})
+        self.monitor = JobMonitor(self.job_metrics, {"cycle": interval, "training": None, "quality": quality_budget,
+                                                     "retention": None})
+        self.retention = None if parts.engine is None else RetentionJob(
+            parts.engine, lambda: parts.holder.config.database.retention_days, parts.clock, parts.metrics,
+            parts.wall_clock)
         self.cycles = 0
         self.cycle_errors = 0
         self.last_decision: Decision | None = None
         self.trainings: list[TrainingOutcome] = []
         self._source = RecordingSource(parts.source)
-        self.publisher = CyclePublisher(parts.metrics, self._source, parts.forecaster, parts.recorder, self.period_s)
+        self.publisher = CyclePublisher(parts.metrics, self._source, parts.forecaster, parts.recorder, self.period_s,
+                                        wall_clock=parts.wall_clock)
         self._model: Forecaster | None = None
         self._retraining_asked: set[tuple[str, str]] = set()
-        self._quality_summary: str | None = None
         self._cycle_lock = threading.Lock()
         self._train_lock = threading.Lock()
         self._cancel_training = threading.Event()
@@ -226,6 +235,8 @@ class Daemon:
                     submit_training=self.submit_training)
         if isinstance(trig, WallClockTrigger):
             schedule_jobs(scheduler, trig, jobs)
+            if self.retention is not None:
+                schedule_retention(scheduler, self.run_retention, TRAINING_EXECUTOR)
         scheduler.start()
         self._scheduler = scheduler
         if isinstance(trig, WallClockTrigger) and trig.train_at_start and p.retrain is not None:
@@ -313,6 +324,7 @@ class Daemon:
             self._scheduler.remove_all_jobs()
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
+        self._release("shutdown")
         log.info("stopped after %d cycles", self.cycles)
 
     # -- one-off jobs ------------------------------------------------------------------
@@ -356,6 +368,7 @@ class Daemon:
                 log.exception("control cycle failed")
             if decision is not None:
                 self.last_applied.update(decision.sent)
+            self._hand_back(config.mode, error)
         finally:
             self._hooks("after_cycle", decision)
         self.cycles += 1
@@ -370,6 +383,28 @@ class Daemon:
             except Exception:  # metrics must never stop the control loop
                 log.exception("publishing the cycle's metrics failed")
         return CycleReport(self.cycles, decision, time.perf_counter() - started, savings, error)
+
+    def _hand_back(self, mode: str, error: str | None) -> None:
+        """Release the plant to its own logic after a failed cycle or in a hand-back mode."""
+        releaser = self.parts.releaser
+        if releaser is None:
+            return
+        if error is not None:
+            self._release(f"control cycle failed: {error}")
+        elif releaser.hands_back(mode):
+            self._release(f"mode {mode}")
+
+    def _release(self, reason: str) -> None:
+        releaser = self.parts.releaser
+        if releaser is None:
+            return
+        try:
+            result = releaser.release(reason)
+        except Exception:  # the BMS's heartbeat logic is the backstop
+            log.exception("handing the plant back failed (%s)", reason)
+            return
+        if not result.ok:
+            log.error("handing the plant back failed (%s): %s", reason, result.status)
 
     def _hooks(self, name: str, *args: Any) -> None:
         for hook in self.parts.hooks:
@@ -416,31 +451,8 @@ class Daemon:
         self.submit_training()
 
     def _quality_job(self) -> None:
-        p = self.parts
         with self.monitor.track("quality"):
-            config = p.holder.config
-            now = p.clock()
-            end = floor_to_grid(now) + GRID
-            roles = (*REQUIRED_MEASUREMENT_ROLES, *SETPOINT_ROLES)
-            try:
-                frame = p.source.read_wide(roles, end - config.quality.window_rows * GRID, end).frame
-            except DatabaseError as exc:
-                p.metrics.db_error()
-                log.warning("data-quality check cannot read history: %s", exc)
-                return
-            report = check_window(frame, roles, now, config.cycle.interval_s, config.quality)
-            counts = dict.fromkeys(QUALITY_CHECKS, 0)
-            for issue in report.issues:
-                counts[issue.check] = counts.get(issue.check, 0) + 1
-            for check in QUALITY_CHECKS:
-                self.job_metrics.quality_issues.labels(check=check).set(counts[check])
-            failing = ", ".join(sorted({f"{i.role} {i.check}" for i in report.issues}))
-            if failing != self._quality_summary:  # log changes, not every check
-                if failing:
-                    log.warning("data quality: %s", report.summary())
-                elif self._quality_summary:
-                    log.info("data quality: all checks pass again")
-                self._quality_summary = failing
+            self.quality.run()
 
     def _training_job(self) -> None:
         retrain = self.parts.retrain
@@ -454,15 +466,25 @@ class Daemon:
                 outcome = retrain(self._cancel_training)
             if outcome.error == "cancelled":
                 return
-            self.trainings.append(outcome)
-            self.parts.metrics.observe_training(outcome.ok, outcome.finished_ts_s, outcome.duration_s,
-                                                val_cooling_power_mae_kw=outcome.cooling_power_mae_kw,
-                                                val_rack_inlet_mae_c=outcome.rack_inlet_mae_c)
+            self.record_training(outcome)
             invalidate = getattr(self.parts.forecaster, "invalidate", None)
             if invalidate is not None:
                 invalidate()
         finally:
             self._train_lock.release()
+
+    def run_retention(self) -> None:
+        """The daily retention job (`controller.service.retention`); nothing without an engine."""
+        if self.retention is not None:
+            with self.monitor.track("retention"):
+                self.retention.run()
+
+    def record_training(self, outcome: TrainingOutcome) -> None:
+        """Count a finished training run (the daemon's own, or one done before it started)."""
+        self.trainings.append(outcome)
+        self.parts.metrics.observe_training(outcome.ok, outcome.finished_ts_s, outcome.duration_s,
+                                            val_cooling_power_mae_kw=outcome.cooling_power_mae_kw,
+                                            val_rack_inlet_mae_c=outcome.rack_inlet_mae_c)
 
     def status(self) -> Mapping[str, Any]:
         """A snapshot for status lines and summaries."""

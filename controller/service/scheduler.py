@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 log = logging.getLogger(__name__)
 
 #: The daemon's jobs; also the bounded label set of the job metrics.
-JOBS: tuple[str, ...] = ("cycle", "training", "quality")
+JOBS: tuple[str, ...] = ("cycle", "training", "quality", "retention")
 #: Data-quality checks (``controller.quality``), the label set of the issue gauge.
 QUALITY_CHECKS: tuple[str, ...] = ("freshness", "completeness", "range", "stuck", "spike", "missing")
 

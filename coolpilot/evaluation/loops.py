@@ -8,8 +8,9 @@ is CoolPilot's control (historian write, ``controller.cycle.run_cycle``, actuati
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
@@ -19,6 +20,7 @@ from controller.bounds import SetpointEnvelope
 from controller.config import Config
 from controller.decision import Decision
 from controller.rules import Preset, TunedRules
+from controller.service.forecast_check import CalibrationFeed
 from coolpilot.evaluation import kpis as ev
 from db.roles import MEASUREMENT_ROLES
 from simulator.plant import Plant, SteadyStatePlant
@@ -64,7 +66,11 @@ class CoolPilotLoop:
     decision and applies what the actuator delivered to the plant.
     """
 
-    def __init__(self, plant: Plant, engine: Any, config: Config, forecaster: Any) -> None:
+    def __init__(self, plant: Plant, engine: Any, config: Config, forecaster: Any, *,
+                 retrain: Callable[[], Any] | None = None, retrain_every_s: float = 86400.0) -> None:
+        """``retrain``: the daemon's nightly retraining (a ``Retrainer``), run every
+        ``retrain_every_s`` of plant time from the window's start, so that CoolPilot learns
+        from the periods it controlled; the champion provider picks up a promoted model."""
         from controller.service.actuators import DbActuator
         from controller.service.recorder import DecisionRecorder
         from coolpilot.harness.sim_bridge import PlantActuator
@@ -76,17 +82,56 @@ class CoolPilotLoop:
         self.actuator = PlantActuator(plant, DbActuator(engine, config.site_id, retries=0))
         self.last_applied: dict[str, float] = {}
         self.rows: list[dict[str, Any]] = []
+        self.calibration = CalibrationFeed()  # matured forecasts -> the model's online calibration
+        self._recent: deque[pd.DataFrame] = deque(maxlen=48)  # the last 4 h of records written
+        self.retrain, self.retrain_every_s = retrain, retrain_every_s
+        self._next_retrain: datetime | None = None
+        self.retrainings: list[dict[str, Any]] = []  # one entry per retraining: when, version, promoted, why
 
     def __call__(self) -> None:
         from controller.cycle import run_cycle
         from coolpilot.harness.sim_bridge import plant_record
         from db.ingest import write_wide
 
-        write_wide(self.engine, plant_record(self.plant), self.config.site_id)
+        self._maybe_retrain()
+        record = plant_record(self.plant)
+        write_wide(self.engine, record, self.config.site_id)
         d = run_cycle(self.config, self.source, self.forecaster, self.actuator, self.recorder,
                       lambda: self.plant.now, dict(self.last_applied))
         self.last_applied.update(d.sent)
-        self.rows.append(_decision_row(d))
+        row = _decision_row(d)
+        row.update(self._calibrate(record, d))
+        self.rows.append(row)
+
+    def _maybe_retrain(self) -> None:
+        """Retrain once every ``retrain_every_s`` of plant time, on history that includes CoolPilot's own."""
+        if self.retrain is None or self.retrain_every_s <= 0:
+            return
+        now = self.plant.now
+        if self._next_retrain is None:
+            self._next_retrain = now + timedelta(seconds=self.retrain_every_s)
+            return
+        if now < self._next_retrain:
+            return
+        self._next_retrain = now + timedelta(seconds=self.retrain_every_s)
+        outcome = self.retrain()
+        self.retrainings.append({"ts": now.isoformat(), "ok": bool(getattr(outcome, "ok", False)),
+                                 "version": getattr(outcome, "version", None),
+                                 "promoted": bool(getattr(outcome, "promoted", False)),
+                                 "reason": getattr(outcome, "reason", None) or getattr(outcome, "error", None),
+                                 "seconds": float(getattr(outcome, "duration_s", math.nan))})
+
+    def _calibrate(self, record: pd.DataFrame, d: Decision) -> dict[str, float]:
+        """Mature forecasts against the records written, as the daemon does; the rolling coverage per target."""
+        self._recent.append(record)
+        model = getattr(self.forecaster, "current", self.forecaster)
+        cal = getattr(model, "calibration", None)
+        if cal is None:
+            return {}
+        self.calibration.add(d.ts, model, d.chosen)
+        frame = pd.concat(list(self._recent))
+        self.calibration.mature(frame, pd.Timestamp(frame.index[-1]).to_pydatetime(), model)
+        return {f"interval_coverage_{t}": math.nan if c is None else c for t, c in cal.coverage().items()}
 
     def decisions(self) -> pd.DataFrame:
         """One row per cycle: outcome, reason code, predictions for the emitted setpoints, duration [s]."""
@@ -112,6 +157,8 @@ def _decision_row(d: Decision) -> dict[str, Any]:
             "predicted_it_power_lo_kw": pick("it_power_lo_kw"),
             "predicted_it_power_hi_kw": pick("it_power_hi_kw"),
             "predicted_rack_inlet_max_c": pick("rack_inlet_max_c"),
+            "predicted_rack_inlet_lo_c": pick("rack_inlet_lo_c"),
+            "predicted_rack_inlet_hi_c": pick("rack_inlet_hi_c"),
             "duration_s": d.duration_s if d.duration_s is not None else math.nan}
 
 

@@ -75,6 +75,16 @@ Say = Callable[[str], None]
 ENERGYPLUS_SUPPLY_AIR = SetpointSettings(min_c=12.0, max_c=27.0, max_step_k=0.5)
 #: Percentile of the training history's IT power taken as the hall's design IT load.
 DESIGN_IT_PERCENTILE = 99.0
+#: forecasting.train.TrainConfig.min_samples, spelled out so that checking options does not import torch
+#: (tests/test_first_hour_evaluate.py checks that the two agree).
+DEFAULT_MIN_SAMPLES = 2016
+
+
+def min_train_days(train_config: Any = None) -> float:
+    """The least training history [days]: training's minimum of usable 5-minute samples, plus one day
+    for the rows lost to feature lags, the forecast horizon and exploration gaps."""
+    samples = getattr(train_config, "min_samples", DEFAULT_MIN_SAMPLES)
+    return math.ceil(samples * 5 / 1440) + 1.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ class EvaluationOptions:
     controllers: tuple[str, ...] = ev.CONTROLLERS
     energyplus: str | None = None
     point_map: str | None = None
+    retrain_every_days: float = 1.0
 
     @property
     def family(self) -> str:
@@ -119,6 +130,13 @@ class EvaluationOptions:
             raise EvaluationError(f"days must be positive, got {self.days}")
         if not (math.isfinite(self.train_days) and self.train_days > 0):
             raise EvaluationError(f"train_days must be positive, got {self.train_days}")
+        least = min_train_days(self.train_config)
+        if self.train_days < least:
+            raise EvaluationError(f"--train-days {self.train_days:g} is too little history: training needs at least "
+                                  f"{least:g} days (a week of usable 5-minute samples and a day for lags and the "
+                                  "forecast horizon)")
+        if not (math.isfinite(self.retrain_every_days) and self.retrain_every_days >= 0):
+            raise EvaluationError(f"retrain_every_days must be 0 (off) or positive, got {self.retrain_every_days}")
         if not 0.0 <= self.explore_share <= 1.0:
             raise EvaluationError(f"explore_share must be in [0, 1], got {self.explore_share}")
         unknown = [c for c in self.controllers if c not in ev.CONTROLLERS]
@@ -306,9 +324,14 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
                 return plant
             return warmed()[0]
 
+        loops: dict[str, CoolPilotLoop] = {}
+
         def control_for(name: str, plant: Plant) -> Callable[[], None] | str:
             if name == "coolpilot":
-                return CoolPilotLoop(plant, engine, config, provider)
+                loops[name] = CoolPilotLoop(plant, engine, config, provider,
+                                            retrain=_retrainer(opts, engine, site, out_dir, train_config),
+                                            retrain_every_s=opts.retrain_every_days * 86400.0)
+                return loops[name]
             return baseline_control(name, plant, rules_env, limit_c, tuned=tuned)
 
         runs, skipped, identical = _run_controllers(opts, records, start_reading, plant_for, control_for, say)
@@ -323,7 +346,8 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
                   "cooling_power_mae_kw": trained.cooling_power_mae_kw, "rack_inlet_mae_c": trained.rack_inlet_mae_c,
                   "history_records": history_records, "horizon_min": model.horizon_min,
                   "setpoint_roles": list(getattr(model, "setpoint_roles", lambda: ())()),
-                  "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(train_config).items()}},
+                  "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(train_config).items()},
+                  "retrainings": loops["coolpilot"].retrainings if "coolpilot" in loops else []},
         identical_start=identical, skipped=skipped, seconds=time.perf_counter() - t_all,
     )
     if not identical:
@@ -414,6 +438,18 @@ def _train_champion(opts: EvaluationOptions, engine: Any, site: str, out_dir: Pa
     return trained, train_config, provider, model
 
 
+def _retrainer(opts: EvaluationOptions, engine: Any, site: str, out_dir: Path, train_config: Any) -> Any:
+    """The daemon's nightly retraining for CoolPilot's run (None when ``retrain_every_days`` is 0):
+    the same ``Retrainer``, history window and training config as the first model, so that
+    the history it learns from includes the periods CoolPilot controlled."""
+    if opts.retrain_every_days <= 0:
+        return None
+    from controller.service.retraining import Retrainer
+
+    return Retrainer(engine, site, out_dir / "models", history_days=math.ceil(opts.train_days),
+                     train_config=train_config, device=opts.device)
+
+
 def forecast_figures(decisions: pd.DataFrame, frame: pd.DataFrame, horizon_rows: int) -> dict[str, Any]:
     """Closed-loop forecast error of CoolPilot's decisions: cooling power, and IT power where predicted.
 
@@ -458,4 +494,5 @@ def summarise(runs: dict[str, ControllerRun], interval_s: float, limit_c: float,
         "targets": [t.as_dict() for t in found],
         "targets_met": all(t.met for t in found),
         "consistency_problems": ev.consistency_problems(controllers),
+        "oracle_bound": ev.oracle_bound(controllers),
     }
