@@ -25,6 +25,8 @@ from bacpypes3.local.analog import AnalogValueObject, AnalogValueObjectCmd
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.networkport import NetworkPortObject
 
+from controller.config_bacnet import BacnetSettings
+
 
 def free_udp_port() -> int:
     """A UDP port on 127.0.0.1 that nothing is bound to right now."""
@@ -175,3 +177,12 @@ def bacnet_toml(bms: SimulatedBms, *, local_port: int, measured: tuple[str, ...]
     if heartbeat:
         lines += ["[bacnet.heartbeat]", f"device = {bms.instance}", "instance = 100"]
     return "\n".join(lines) + "\n"
+
+
+def client_settings(bms: SimulatedBms, measured: tuple[str, ...] = ()) -> BacnetSettings:
+    """The ``[bacnet]`` settings of a config that talks to ``bms`` from a free local port."""
+    from controller.config import parse_config
+
+    cfg = parse_config(bacnet_toml(bms, local_port=free_udp_port(), measured=measured))
+    assert cfg.bacnet is not None
+    return cfg.bacnet

@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
-from controller.config import parse_config
 from controller.config_bacnet import BacnetPoint, BacnetSettings
 from controller.seams import Releasable
 from controller.service.bacnet.actuator import BacnetActuator
@@ -19,7 +18,7 @@ from controller.service.bacnet.metrics import BacnetMetrics
 from controller.service.bacnet.parts import open_client
 from controller.service.bacnet.poller import BacnetHeartbeat
 from db.schema import setpoint_commands
-from tests._bacnet_device import SimulatedBms, bacnet_toml, free_udp_port, make_bms
+from tests._bacnet_device import SimulatedBms, client_settings, make_bms
 
 TS = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)
 NEW = {"chw_supply_sp_c": 8.5, "supply_air_sp_c": 19.5, "cw_supply_sp_c": 27.0}
@@ -34,9 +33,7 @@ def bms() -> Iterator[SimulatedBms]:
 
 @pytest.fixture
 def settings(bms: SimulatedBms) -> BacnetSettings:
-    cfg = parse_config(bacnet_toml(bms, local_port=free_udp_port()))
-    assert cfg.bacnet is not None
-    return cfg.bacnet
+    return client_settings(bms)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
-from controller.config import parse_config
 from controller.config_bacnet import BacnetSettings
 from controller.service.bacnet.client import BacnetClient
 from controller.service.bacnet.metrics import BacnetMetrics
@@ -19,7 +18,7 @@ from controller.service.bacnet.poller import BacnetPoller
 from db.engine import DatabaseError, make_engine
 from db.historian import InternalSource
 from db.schema import readings
-from tests._bacnet_device import SimulatedBms, bacnet_toml, free_udp_port, make_bms
+from tests._bacnet_device import SimulatedBms, client_settings, make_bms
 
 T0 = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)
 STEP = timedelta(minutes=5)
@@ -36,9 +35,7 @@ def bms() -> Iterator[SimulatedBms]:
 
 @pytest.fixture
 def settings(bms: SimulatedBms) -> BacnetSettings:
-    cfg = parse_config(bacnet_toml(bms, local_port=free_udp_port(), measured=tuple(MEASURED)))
-    assert cfg.bacnet is not None
-    return cfg.bacnet
+    return client_settings(bms, tuple(MEASURED))
 
 
 @pytest.fixture
