@@ -52,10 +52,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from controller.config import ConfigError, load_config  # noqa: E402
 from coolpilot.evaluation.run import EvaluationOptions  # noqa: E402
 from coolpilot.evaluation.sweep import RunOutcome, RunSpec, run_sweep  # noqa: E402
 from coolpilot.fleet.executor import EXECUTORS, Executor, default_executor, open_executor, ray_available  # noqa: E402
-from coolpilot.sweep_cli import seed_list  # noqa: E402  (also for bench_energyplus and bench_ray)
+from coolpilot.sweep_cli import seed_list as seed_list  # noqa: E402  (re-exported for bench_energyplus and bench_ray)
 from db.jsonable import jsonable  # noqa: E402
 
 CLIMATES = ("leesburg", "dallas", "chicago", "san_jose")
@@ -77,11 +78,12 @@ def _list(text: str, allowed: tuple[str, ...]) -> list[str]:
 
 
 def commit_hash() -> str:
-    """The checked-out commit (short), with ``+dirty`` when the working tree has changes; ``unknown`` without git."""
+    """The checked-out commit (short), with ``+dirty`` when tracked files outside docs/ changed; ``unknown`` without git."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        # docs/ is left out: the benchmarks write their own tables there while they run
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"], cwd=ROOT,
                                capture_output=True, text=True, check=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -131,6 +133,9 @@ def add_executor_args(parser: argparse.ArgumentParser) -> None:
                         help="at most N runs at a time on a local Ray cluster (1: in turn; default: one per core)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per run (default: cores / --jobs, else 1 on Ray, torch's own in turn)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse each run whose --out folder holds its JSON line from this commit (after an "
+                             "interrupted benchmark); the others run")
 
 
 @contextlib.contextmanager
@@ -158,18 +163,53 @@ def run_all(specs: Sequence[RunSpec], args: argparse.Namespace,
     (exit 1) without a summary, as a failed run leaves the set incomplete.
     """
     failed: list[str] = []
+    commit = commit_hash()
 
     def finished(outcome: RunOutcome) -> None:
         if outcome.summary is None:
             failed.append(outcome.spec.tag)
             print(f"[{outcome.spec.tag}] FAILED: {outcome.error}", file=sys.stderr, flush=True)
         else:
-            done(line_of(outcome))
+            line = line_of(outcome)
+            save_line(outcome.spec.out_dir, commit, line)
+            done(line)
 
-    with executor_for(args) as executor:
-        run_sweep(specs, executor, finished)
+    todo = []
+    for spec in specs:
+        saved = load_line(spec.out_dir, commit) if getattr(args, "resume", False) else None
+        if saved is None:
+            todo.append(spec)
+        else:
+            print(f"[{spec.tag}] reused from {spec.out_dir} (--resume)", file=sys.stderr, flush=True)
+            done(saved)
+    if todo:
+        with executor_for(args) as executor:
+            run_sweep(todo, executor, finished)
     if failed:
         raise SystemExit(f"{len(failed)} of {len(specs)} run(s) failed: {', '.join(failed)}")
+
+
+LINE_FILE = "bench_line.json"
+
+
+def save_line(out_dir: str, commit: str, line: Mapping[str, Any]) -> None:
+    """Keep a finished run's JSON line beside its outputs, with the commit it ran (for ``--resume``)."""
+    path = Path(out_dir) / LINE_FILE
+    if path.parent.is_dir():
+        path.write_text(json.dumps(jsonable({"commit": commit, "line": dict(line)}), sort_keys=True), encoding="utf-8")
+
+
+def load_line(out_dir: str, commit: str) -> dict[str, Any] | None:
+    """The JSON line a run left in ``out_dir`` at ``commit``; None if absent, unreadable or from another commit."""
+    path = Path(out_dir) / LINE_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("commit") != commit or not isinstance(saved.get("line"), dict):
+        return None
+    line: dict[str, Any] = saved["line"]
+    return line
 
 
 def invocation() -> str:
@@ -200,6 +240,7 @@ def coolpilot_figures(cp: Mapping[str, Any]) -> dict[str, Any]:
         "forecast_mae_kw": cp.get("prediction", {}).get("mae_kw"),
         "forecast_coverage_pct": cp.get("prediction", {}).get("coverage_pct"),
         "it_forecast_mae_kw": cp.get("prediction_it", {}).get("mae_kw"),
+        "interval_coverage": decisions.get("interval_coverage") or {},
     }
 
 
@@ -272,8 +313,11 @@ def aggregate(lines: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "net_saving_vs_legacy_pct": spread(r["net_saving_vs_legacy_pct"] for r in rs),
             "oracle_net_saving_vs_tuned_pct": spread(r["oracle_net_saving_vs_tuned_pct"] for r in rs),
             "fallback_share_pct": spread(r["fallback_share_pct"] for r in rs),
-            "minutes_above_limit_coolpilot": spread(r["minutes_above_limit"].get("coolpilot") for r in rs),
-            "minutes_above_limit_tuned": spread(r["minutes_above_limit"].get("tuned") for r in rs),
+            "minutes_above_limit": {n: spread(r["minutes_above_limit"].get(n) for r in rs)
+                                    for n in ("legacy", "tuned", "coolpilot", "oracle")},
+            "rack_inlet_max_c": {n: spread(r.get("rack_inlet_max_c", {}).get(n) for r in rs)
+                                 for n in ("legacy", "tuned", "coolpilot", "oracle")},
+            "coverage": spread(c for r in rs for c in (r.get("interval_coverage") or {}).values()),
             "excess_minutes_above_limit_vs_tuned": spread(r["excess_minutes_above_limit_vs_tuned"] for r in rs),
             "runs_meeting_all_targets": sum(bool(r["targets_met"]) for r in rs),
         })
@@ -301,24 +345,28 @@ def aggregate(lines: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def docs_section(agg: Mapping[str, Any], command: str, commit: str, when: str, days: float,
-                 train_days: float) -> str:
+                 train_days: float, config_note: str = "default controller config") -> str:
     """The marker section of docs/results.md: medians and [min to max] over seeds, facility energy first."""
-    out = [f"Digital twin, {days:g}-day windows, {train_days:g} days of training history, default controller "
-           f"config; medians over seeds with [min to max]. Commit `{commit}`, run {when}:", "",
+    out = [f"Digital twin, {days:g}-day windows, {train_days:g} days of training history, {config_note}; "
+           f"medians over seeds with [min to max]. Commit `{commit}`, run {when}:", "",
            "```bash", command, "```", "",
            "| climate | season | seeds | facility kWh legacy / tuned / CoolPilot / oracle (medians) "
            "| net saving vs tuned % | net saving vs legacy % | oracle's net saving vs tuned % | fallback % "
-           "| min > 27 C CoolPilot / tuned (max) | excess min vs tuned (max) | runs meeting all targets |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| min > 27 C legacy / tuned / CoolPilot / oracle (max) | hottest inlet C legacy / tuned / CoolPilot / "
+           "oracle (max) | excess min vs tuned (max) | 90 % interval coverage, all targets [min to max] "
+           "| runs meeting all targets |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    who = ("legacy", "tuned", "coolpilot", "oracle")
     for r in agg["rows"]:
-        f = r["facility_kwh"]
-        facility = " / ".join(fmt(f[n]["median"], 0) for n in ("legacy", "tuned", "coolpilot", "oracle"))
+        f, m, hot = r["facility_kwh"], r["minutes_above_limit"], r["rack_inlet_max_c"]
+        facility = " / ".join(fmt(f[n]["median"], 0) for n in who)
+        minutes = " / ".join(fmt(m[n]["max"], 0) for n in who)
+        hottest = " / ".join(fmt(hot[n]["max"], 1) for n in who)
         out.append(f"| {r['climate']} | {r['season']} | {', '.join(map(str, r['seeds']))} | {facility} | "
                    f"{fmt_spread(r['net_saving_vs_tuned_pct'])} | {fmt_spread(r['net_saving_vs_legacy_pct'])} | "
                    f"{fmt_spread(r['oracle_net_saving_vs_tuned_pct'])} | {fmt_spread(r['fallback_share_pct'])} | "
-                   f"{fmt(r['minutes_above_limit_coolpilot']['max'], 0)} / "
-                   f"{fmt(r['minutes_above_limit_tuned']['max'], 0)} | "
-                   f"{fmt(r['excess_minutes_above_limit_vs_tuned']['max'], 0)} | "
+                   f"{minutes} | {hottest} | {fmt(r['excess_minutes_above_limit_vs_tuned']['max'], 0)} | "
+                   f"{fmt(r['coverage'].get('min'), 2)} to {fmt(r['coverage'].get('max'), 2)} | "
                    f"{r['runs_meeting_all_targets']} of {len(r['seeds'])} |")
     out += ["", f"Targets over all {agg['n_runs']} runs:", ""]
     names = {"fallback_share_pct_max": "fallback share, worst run <= 15 %",
@@ -343,9 +391,11 @@ def spec_for(climate: str, season: str, seed: int, args: argparse.Namespace) -> 
     command = shlex.join(["coolpilot", "evaluate", "--climate", climate, "--start", f"{start:%Y-%m-%d}",
                           "--days", f"{args.days:g}", "--train-days", f"{args.train_days:g}", "--seed",
                           str(seed), "--out", str(out)]
-                         + (["--max-epochs", str(args.max_epochs)] if args.max_epochs else []))
+                         + (["--max-epochs", str(args.max_epochs)] if args.max_epochs else [])
+                         + (["--config", str(args.config)] if args.config else []))
     opts = EvaluationOptions(climate=climate, start=start, days=args.days, train_days=args.train_days,
-                             seed=seed, train_config=train_config)
+                             seed=seed, train_config=train_config,
+                             config=load_config(args.config) if args.config else None)
     return RunSpec(f"{climate} {season} seed {seed}", opts, str(out.resolve()), command,
                    {"climate": climate, "season": season, "seed": seed})
 
@@ -372,11 +422,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS_MD,
                         help=f"page whose marker section gets the table (default {RESULTS_MD.relative_to(ROOT)})")
     parser.add_argument("--no-docs", action="store_true", help="do not write the table into --results")
+    parser.add_argument("--config", type=Path, default=None, metavar="TOML",
+                        help="controller config for every run (e.g. a wider supply-air envelope; the rules and the "
+                             "oracle share its envelope); default: the controller's defaults")
+    parser.add_argument("--marker", default=MARKER,
+                        help=f"marker name of the section written into --results (default {MARKER})")
     add_executor_args(parser)
     args = parser.parse_args(argv)
     if args.seed is not None and args.seeds is not None:
         parser.error("give --seed or --seeds, not both")
     args.seeds = [args.seed] if args.seed is not None else (args.seeds or list(DEFAULT_SEEDS))
+    if args.config is not None:
+        try:
+            load_config(args.config)  # refused here, before hours of runs, not in the first run
+        except ConfigError as exc:
+            parser.error(str(exc))
 
     command, commit = invocation(), commit_hash()
     runs = [(c, s, k) for c in args.climates for s in args.seasons for k in args.seeds]
@@ -393,11 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     lines.sort(key=lambda r: order[(r["climate"], r["season"], r["seed"])])
     agg = aggregate(lines)
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-    section = docs_section(agg, command, commit, when, args.days, args.train_days)
+    note = f"controller config `{args.config}`" if args.config else "default controller config"
+    section = docs_section(agg, command, commit, when, args.days, args.train_days, note)
     print(section, file=sys.stderr)
     if not args.no_docs:
-        write_marked_section(args.results, MARKER, section)
-        print(f"wrote the table into {args.results} ({MARKER} markers)", file=sys.stderr)
+        write_marked_section(args.results, args.marker, section)
+        print(f"wrote the table into {args.results} ({args.marker} markers)", file=sys.stderr)
     print(json.dumps(jsonable({"bench": "closed_loop_summary", "commit": commit, "command": command,
                                **agg}), sort_keys=True), flush=True)
     return 0

@@ -184,6 +184,8 @@ def aggregate(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "supply_air_mean_c": {n: spread(r["supply_air_mean_c"].get(n) for r in rs) for n in CONTROLLERS},
             "fallback_share_pct": spread(r["fallback_share_pct"] for r in rs),
             "minutes_above_limit_coolpilot": spread(r["minutes_above_limit"].get("coolpilot") for r in rs),
+            "minutes_above_limit": {n: spread(r["minutes_above_limit"].get(n) for r in rs) for n in CONTROLLERS},
+            "coverage": spread(c for r in rs for c in (r.get("interval_coverage") or {}).values()),
             "runs_below_best": sum(bool((r["facility_kwh_below_best"] or 0.0) > 0.0) for r in rs),
             "runs_meeting_all_targets": sum(bool(r["targets_met"]) for r in rs),
         })
@@ -224,9 +226,9 @@ def docs_section(agg: Mapping[str, Any], speed_figures: Mapping[str, Any] | None
            "```bash", command, "```", "",
            "| model | season | facility kWh legacy / tuned / own controls / CoolPilot (medians) | best baseline "
            "| CoolPilot below best, kWh | net saving vs best % | net saving vs tuned % | net saving vs own controls % "
-           "| mean supply air C, best / CoolPilot | fallback % | min > 27 C (CoolPilot, max) "
-           "| runs below best | runs meeting all targets |",
-           "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| mean supply air C, best / CoolPilot | fallback % | min > 27 C legacy / tuned / own controls / CoolPilot "
+           "(max) | 90 % interval coverage, all targets [min to max] | runs below best | runs meeting all targets |",
+           "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in agg["rows"]:
         f = r["facility_kwh"]
         facility = " / ".join(fmt(f[n]["median"], 0) for n in CONTROLLERS)
@@ -237,7 +239,8 @@ def docs_section(agg: Mapping[str, Any], speed_figures: Mapping[str, Any] | None
                    f"{fmt_spread(r['facility_kwh_below_best'], 0)} | {fmt_spread(r['net_saving_vs_best_pct'])} | "
                    f"{fmt_spread(r['net_saving_vs_tuned_pct'])} | {fmt_spread(r['net_saving_vs_own_controls_pct'])} | "
                    f"{fmt(best_sa)} / {fmt(sa['coolpilot']['median'])} | {fmt_spread(r['fallback_share_pct'])} | "
-                   f"{fmt(r['minutes_above_limit_coolpilot']['max'], 0)} | "
+                   f"{' / '.join(fmt(r['minutes_above_limit'][n]['max'], 0) for n in CONTROLLERS)} | "
+                   f"{fmt(r['coverage'].get('min'), 2)} to {fmt(r['coverage'].get('max'), 2)} | "
                    f"{r['runs_below_best']} of {len(r['seeds'])} | {r['runs_meeting_all_targets']} of "
                    f"{len(r['seeds'])} |")
     out += ["", f"Targets over all {agg['n_runs']} runs:", ""]

@@ -74,7 +74,10 @@ def _twin_line(seed: int, net: float, excess: float = 0.0, fallback: float = 10.
     return {"climate": "leesburg", "season": "summer", "seed": seed,
             "facility_kwh": {"legacy": 3.0, "tuned": 2.0, "coolpilot": 1.0, "oracle": 0.5},
             "net_saving_vs_tuned_pct": net, "net_saving_vs_legacy_pct": 30.0, "oracle_net_saving_vs_tuned_pct": 12.0,
-            "fallback_share_pct": fallback, "minutes_above_limit": {"coolpilot": excess, "tuned": 0.0},
+            "fallback_share_pct": fallback,
+            "minutes_above_limit": {"legacy": 0.0, "coolpilot": excess, "tuned": 0.0, "oracle": 2.0 * seed},
+            "rack_inlet_max_c": {"legacy": 24.0, "tuned": 25.0, "coolpilot": 25.5 + seed, "oracle": 26.0},
+            "interval_coverage": {"cooling_power_kw": 0.88 + 0.01 * seed, "rack_inlet_max_c": 0.91},
             "excess_minutes_above_limit_vs_tuned": excess, "targets_met": net >= 10.0}
 
 
@@ -93,3 +96,15 @@ def test_twin_targets_average_the_net_saving_and_forbid_a_negative_run() -> None
     text = bcl.docs_section(agg, "python benchmarks/bench_closed_loop.py", "abc1234", "today", 14, 42)
     assert "Commit `abc1234`" in text and "| leesburg | summer | 0, 1 | 3 / 2 / 1 / 0 |" in text
     assert "net saving vs tuned, worst run >= 0 % (never negative): -1.00 (**missed** by 1.00)" in text
+    # minutes above 27 C and the hottest inlet of every controller, and the coverage range over all targets
+    assert "| 0 / 0 / 5 / 2 | 24.0 / 25.0 / 26.5 / 26.0 | 5 | 0.88 to 0.91 |" in text
+
+
+def test_resume_reuses_a_run_only_from_the_same_commit(tmp_path: Path) -> None:
+    line = _twin_line(0, 12.0)
+    bcl.save_line(str(tmp_path), "abc1234", line)
+    assert bcl.load_line(str(tmp_path), "abc1234") == line
+    assert bcl.load_line(str(tmp_path), "def5678") is None  # another commit's run is run again
+    assert bcl.load_line(str(tmp_path / "missing"), "abc1234") is None
+    (tmp_path / bcl.LINE_FILE).write_text("{not json", encoding="utf-8")
+    assert bcl.load_line(str(tmp_path), "abc1234") is None
