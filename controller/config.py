@@ -170,9 +170,23 @@ class ThresholdSettings(_Strict):
     # of the plant's own scale (the 99th percentile of the cooling power the model was
     # trained on), so the same setting serves a 50 kW room and a 5 MW hall.
     max_power_std_floor_kw: float | None = Field(default=None, ge=0.0, le=10_000.0)
+    # Which cooling-power spread that limit judges. ``absolute``: the forecast's total std,
+    # so a state whose power is hard to predict (equipment about to stage, a load swing)
+    # fails every candidate, holding included, and the rules decide. ``paired``: the
+    # ensemble members' disagreement about the candidate's power *minus holding's*: the
+    # noise every choice shares cancels, holding is never unsure on this count, and a
+    # move is rejected only when the model cannot tell what it costs against holding.
+    # Needs an ensemble that reports its members (the shipped one does); else absolute.
+    power_uncertainty: Literal["absolute", "paired"] = "absolute"
     max_ood_score: float = Field(default=1.0, gt=0.0)
     min_saving_pct: float = Field(default=1.0, ge=0.0, le=100.0)
     min_saving_kw: float = Field(default=0.0, ge=0.0)
+    # A move is worth making when it saves this many of the ensemble members' standard
+    # deviations of its saving against holding (the model's own doubt about that very
+    # move), and at least ``min_saving_kw``; replaces ``min_saving_pct``, a share that is
+    # too strict where the model is sure of a small saving and too lax where it is
+    # unsure of a large one. Unset, or a model that does not report its members: the pct.
+    min_saving_sigma: float | None = Field(default=None, ge=0.0, le=10.0)
     # Forecast drift: once the mean relative error of the last ``forecast_error_window``
     # matured cooling-power forecasts exceeds this share, the model is withdrawn (the
     # rules decide) and retraining is requested (``controller.service.forecast_check``).
@@ -282,8 +296,19 @@ class RulesSettings(_Strict):
 
 
 class CycleSettings(_Strict):
+    """The cycle period [s] and what the fallback does.
+
+    ``unsure_fallback``: when data and model are sound but the model is unsure (``ood``,
+    ``uncertain``), ``no_warming`` takes the rules' setpoints only where they cool more
+    (a lower setpoint) and holds the others: a controller in doubt does not warm the
+    hall, and on a site whose preset runs warmer than the model had it (servers that
+    draw more power at warmer inlets) a fallback does not cost that site IT energy.
+    ``rules``: the rules in full. Bad data, a failing model, a veto: always the rules.
+    """
+
     interval_s: int = Field(default=300, ge=60, le=3600)
     fallback_preset: Literal["legacy", "tuned"] = "tuned"
+    unsure_fallback: Literal["rules", "no_warming"] = "rules"
 
 
 class RetrainingSettings(_Strict):

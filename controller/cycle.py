@@ -246,9 +246,24 @@ def search(config: Config, checked: CheckedState, planned: Plan, model: Forecast
     if sel.index is None:
         code = ("ood" if "ood" in sel.hold_failures
                 else "model_error" if "non_finite" in sel.hold_failures else "uncertain")
-        return _fallback(config, checked, code, sel.reason, design_it_kw=design, model_usable=True, opt=opt)
+        fallback = _fallback(config, checked, code, sel.reason, design_it_kw=design, model_usable=True, opt=opt)
+        if code in ("ood", "uncertain") and config.cycle.unsure_fallback == "no_warming":
+            return _no_warming(fallback, checked.reference)
+        return fallback
     outcome: Outcome = "optimised" if sel.outcome == "optimised" else "hold"
     return Proposal(to_mapping(opt.candidates[sel.index], roles), outcome, sel.reason, opt=opt, model_usable=True)
+
+
+def _no_warming(fallback: Proposal, reference: Mapping[str, float]) -> Proposal:
+    """The rules' proposal where it is cooler than the reference, the reference elsewhere [C].
+
+    Holding keeps the coil approach wherever the reference kept it (see ``CycleSettings``).
+    """
+    held = [r for r, v in fallback.setpoints.items() if r in reference and v > reference[r]]
+    if not held:
+        return fallback
+    setpoints = {r: (reference[r] if r in held else v) for r, v in fallback.setpoints.items()}
+    return replace(fallback, setpoints=setpoints, reason=f"{fallback.reason}; unsure: no warming, held {', '.join(held)}")
 
 
 def _scaled(config: Config, model: Forecaster) -> Config:

@@ -25,20 +25,25 @@ from controller.candidates import (
 )
 from controller.config import Config
 from controller.selection import Objective, Selection, resolve_objective, risk_adjusted_kw, select
-from forecasting.protocol import Forecast, Forecaster
+from forecasting.protocol import MEMBER_FIELDS, Forecast, Forecaster
 
 #: The number of setpoints the optimizer settings' candidate counts are sized for: a site
 #: controlling fewer searches a smaller box and gets proportionally fewer random and
 #: refined candidates (one setpoint: a 9-point grid plus 1,000 random and 500 refined).
 FULL_DIMENSION = 3
-#: Forecast fields that are not per-candidate arrays.
-_NOT_ARRAYS = frozenset({"interval_level", "masked_roles"})
+#: Forecast fields that are not per-candidate (N,) arrays.
+_NOT_ARRAYS = frozenset({"interval_level", "masked_roles", *MEMBER_FIELDS})
 
 
 def _array_fields(forecast: Forecast) -> tuple[str, ...]:
     """The per-candidate array fields this forecast has (optional targets may be None)."""
     return tuple(f.name for f in fields(Forecast)
                  if f.name not in _NOT_ARRAYS and getattr(forecast, f.name) is not None)
+
+
+def _member_fields(forecast: Forecast) -> tuple[str, ...]:
+    """The (M, N) per-member fields this forecast has."""
+    return tuple(name for name in MEMBER_FIELDS if getattr(forecast, name) is not None)
 
 
 class ModelError(Exception):
@@ -57,6 +62,10 @@ def score(forecaster: Forecaster, state: pd.DataFrame, candidates: FloatArray) -
         arr = np.asarray(getattr(forecast, name))
         if arr.shape != (len(candidates),):
             raise ModelError(f"forecast field {name} has shape {arr.shape}, expected ({len(candidates)},)")
+    for name in _member_fields(forecast):
+        arr = np.asarray(getattr(forecast, name))
+        if arr.ndim != 2 or arr.shape[1] != len(candidates):
+            raise ModelError(f"forecast field {name} has shape {arr.shape}, expected (members, {len(candidates)})")
     return forecast
 
 
@@ -64,6 +73,8 @@ def concat_forecasts(parts: list[Forecast]) -> Forecast:
     """Stack forecasts of consecutive candidate batches."""
     arrays: dict[str, Any] = {name: np.concatenate([np.asarray(getattr(p, name), dtype=np.float64) for p in parts])
                               for name in _array_fields(parts[0])}
+    for name in _member_fields(parts[0]):
+        arrays[name] = np.concatenate([np.asarray(getattr(p, name), dtype=np.float64) for p in parts], axis=1)
     return replace(parts[0], **arrays)
 
 

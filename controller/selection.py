@@ -94,10 +94,13 @@ def _describe(reason: str, safety: SafetySettings, thresholds: ThresholdSettings
         "rack_inlet": (f"predicted rack inlet + {safety.k_sigma} sigma (or its calibrated interval) reaches the "
                        f"{safety.rack_inlet_limit_c} C limit"),
         "inlet_uncertainty": f"rack-inlet std above {thresholds.max_rack_inlet_std_k} K",
-        "power_uncertainty": (f"cooling-power std above {thresholds.max_cooling_power_std_frac:.0%} of the "
-                              f"prediction and above {floor:g} kW"),
+        "power_uncertainty": (f"cooling-power std{' against holding' if thresholds.power_uncertainty == 'paired' else ''}"
+                              f" above {thresholds.max_cooling_power_std_frac:.0%} of the prediction and above "
+                              f"{floor:g} kW"),
         "ood": f"out-of-distribution score above {thresholds.max_ood_score}",
-        "saving": f"saves less than {thresholds.min_saving_pct}% and {thresholds.min_saving_kw} kW over holding",
+        "saving": (f"saves less than {thresholds.min_saving_sigma:g} sigma (members) and {thresholds.min_saving_kw} "
+                   f"kW over holding" if thresholds.min_saving_sigma is not None else
+                   f"saves less than {thresholds.min_saving_pct}% and {thresholds.min_saving_kw} kW over holding"),
     }[reason]
 
 
@@ -122,6 +125,23 @@ def rack_inlet_upper_c(forecast: Forecast, safety: SafetySettings) -> FloatArray
     return np.asarray(np.fmax(k_sigma, forecast.rack_inlet_hi_c), dtype=np.float64)
 
 
+def paired_std_kw(forecast: Forecast, hold_index: int, objective: Objective = "cooling") -> FloatArray | None:
+    """Per candidate, the members' spread [kW] of its objective power minus holding's; None without members.
+
+    Why: the total std holds the noise that every candidate shares (holding too), so
+    it says how well the next hour can be predicted, not whether a move is a good bet.
+    The members' disagreement about the *difference* is the model's doubt about the move.
+    """
+    cool = forecast.cooling_power_members_kw
+    if cool is None:
+        return None
+    power = np.asarray(cool, dtype=np.float64)
+    if objective == "facility" and forecast.it_power_members_kw is not None:
+        power = power + np.asarray(forecast.it_power_members_kw, dtype=np.float64)
+    diff = power - power[:, hold_index:hold_index + 1]
+    return np.asarray(diff.std(axis=0), dtype=np.float64)
+
+
 def failure_masks(
     forecast: Forecast, hold_index: int, safety: SafetySettings, thresholds: ThresholdSettings,
     objective: Objective = "cooling",
@@ -134,8 +154,12 @@ def failure_masks(
     power, _ = objective_kw(forecast, objective)
     cooling = np.asarray(forecast.cooling_power_kw, dtype=np.float64)
     # the IT forecast's spread is mostly the state's (common to every candidate, it cancels
-    # in the comparison): the uncertainty gate judges the cooling forecast's spread
-    power_std = np.asarray(forecast.cooling_power_std_kw, dtype=np.float64)
+    # in the comparison): the absolute gate judges the cooling forecast's spread; the
+    # paired gate the members' doubt about the objective's difference to holding
+    wants_paired = thresholds.power_uncertainty == "paired" or thresholds.min_saving_sigma is not None
+    paired = paired_std_kw(forecast, hold_index, objective) if wants_paired else None
+    power_std = (paired if paired is not None and thresholds.power_uncertainty == "paired"
+                 else np.asarray(forecast.cooling_power_std_kw, dtype=np.float64))
     cost = risk_adjusted_kw(forecast, thresholds, objective)
     finite = np.ones(len(power), dtype=bool)
     for arr in (power, power_std, forecast.rack_inlet_max_c, forecast.rack_inlet_std_c, forecast.ood_score):
@@ -146,16 +170,22 @@ def failure_masks(
         saving = hold_power - cost  # a move must beat holding with confidence, not on its mean alone
         # the relative threshold is a share of the cooling power (what the saving is reported against)
         hold_cooling = float(cooling[hold_index]) if math.isfinite(float(cooling[hold_index])) else hold_power
-        need = max(thresholds.min_saving_kw, thresholds.min_saving_pct / 100.0 * abs(hold_cooling))
+        need: float | FloatArray = max(thresholds.min_saving_kw, thresholds.min_saving_pct / 100.0 * abs(hold_cooling))
+        if thresholds.min_saving_sigma is not None and paired is not None:
+            need = np.maximum(thresholds.min_saving_kw, thresholds.min_saving_sigma * paired)
         power_limit = np.maximum(thresholds.max_cooling_power_std_frac * np.abs(cooling),
                                  power_std_floor_kw(thresholds))
+        # a move must save something: with zero thresholds an equal-cost move is still not one
+        worthless = (finite & ~((saving >= need) & (saving > 0.0)) if np.isfinite(hold_power)
+                     else np.ones(len(power), dtype=bool))
+        worthless[hold_index] = True  # holding is not a move: it is chosen as a hold, never as a saving
         return {
             "non_finite": ~finite,
             "rack_inlet": finite & ~(upper < safety.rack_inlet_limit_c),
             "inlet_uncertainty": finite & ~(forecast.rack_inlet_std_c <= thresholds.max_rack_inlet_std_k),
             "power_uncertainty": finite & ~(power_std <= power_limit),
             "ood": finite & ~(forecast.ood_score <= thresholds.max_ood_score),
-            "saving": finite & ~(saving >= need) if np.isfinite(hold_power) else np.ones(len(power), dtype=bool),
+            "saving": worthless,
         }
 
 
@@ -210,8 +240,7 @@ def select(
     if sure[hold_index]:
         return Selection(
             index=hold_index, outcome="hold",
-            reason=(f"holding: no sure candidate saves at least {thresholds.min_saving_pct}% "
-                    f"and {thresholds.min_saving_kw} kW"),
+            reason=f"holding: no sure candidate {_describe('saving', safety, thresholds).replace('saves less than', 'saves at least')}",
             rejected=rejected, binding=(_describe("saving", safety, thresholds),), runner_ups=(),
             sure=sure, rack_inlet_upper_c=upper,
         )

@@ -159,6 +159,20 @@ def decision_at(engine: sa.Engine, site: str, ts: datetime) -> dict[str, Any] | 
     return None if row is None else _decision_dict(row)
 
 
+@translate_errors
+def controlled_since(engine: sa.Engine, site: str = "default") -> datetime | None:
+    """When CoolPilot first decided in ``auto`` mode for ``site`` (its setpoints applied), or None.
+
+    Retraining trains on everything since (``forecasting.train.split_blocks``): what
+    the controller did is what the model most needs to learn from.
+    """
+    query = (sa.select(sa.func.min(decisions.c.ts)).join(sites, decisions.c.site_id == sites.c.id)
+             .where(sites.c.name == site, decisions.c.mode == "auto"))
+    with engine.connect() as conn:
+        value = conn.execute(query).scalar()
+    return None if value is None else _aware(value, "ts")
+
+
 # -- setpoint commands -------------------------------------------------------------------------
 
 def _command_values(

@@ -125,23 +125,30 @@ class EnsembleForecaster:
         z_cand = self._standardise(x_cand, slice(self.n_state, None))
         with torch.inference_mode(), flush_denormals():
             raw = self.module.forward_broadcast(torch.from_numpy(z_state).float(), torch.from_numpy(z_cand).float())
-        mean_z, var_z = mixture(raw.numpy(), self.module.config.n_outputs)
+        raw_np = raw.numpy()
+        mean_z, var_z = mixture(raw_np, self.module.config.n_outputs)
         mean, std = self._to_physical(mean_z, var_z, x_state[np.newaxis, :])
         lo, hi = self._intervals(mean, std)
         ood = self.ood.score_broadcast(z_state, z_cand)
+        members = self._member_means(raw_np, mean, mean_z)
         it: dict[str, FloatArray] = {}
         if IT_TARGET in self.spec.targets:
             j = self.spec.targets.index(IT_TARGET)
             it = {"it_power_kw": mean[:, j], "it_power_std_kw": std[:, j],
-                  "it_power_lo_kw": lo[:, j], "it_power_hi_kw": hi[:, j]}
+                  "it_power_lo_kw": lo[:, j], "it_power_hi_kw": hi[:, j], "it_power_members_kw": members[:, :, j]}
         return Forecast(
             cooling_power_kw=mean[:, 0], cooling_power_std_kw=std[:, 0],
             cooling_power_lo_kw=lo[:, 0], cooling_power_hi_kw=hi[:, 0],
             rack_inlet_max_c=mean[:, 1], rack_inlet_std_c=std[:, 1],
             rack_inlet_lo_c=lo[:, 1], rack_inlet_hi_c=hi[:, 1],
             ood_score=ood, interval_level=self.interval_level, **it,
-            masked_roles=masked_roles(x_state, self.spec),
+            masked_roles=masked_roles(x_state, self.spec), cooling_power_members_kw=members[:, :, 0],
         )
+
+    def _member_means(self, raw: npt.NDArray[np.float32], mean: FloatArray, mean_z: FloatArray) -> FloatArray:
+        """Each member's physical mean (M, N, outputs): the mixture mean moved by the member's own offset."""
+        offset_z = raw[..., : self.module.config.n_outputs].astype(np.float64) - mean_z[np.newaxis]
+        return np.asarray(mean[np.newaxis] + offset_z * self.y_scaler.std, dtype=np.float64)
 
     def _standardise(self, x: FloatArray, cols: slice) -> FloatArray:
         """Standardise feature columns ``cols``; masked (NaN) entries become the training mean (0)."""

@@ -24,6 +24,8 @@ CANDIDATE_FIELDS: tuple[str, ...] = (
 )
 #: Per-candidate (N,) arrays present only when the model forecasts IT power (else all None).
 IT_POWER_FIELDS: tuple[str, ...] = ("it_power_kw", "it_power_std_kw", "it_power_lo_kw", "it_power_hi_kw")
+#: Optional (M, N) arrays: each ensemble member's mean for each candidate (None: not an ensemble).
+MEMBER_FIELDS: tuple[str, ...] = ("cooling_power_members_kw", "it_power_members_kw")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class Forecast:
     ``masked_roles``: roles whose inputs had gaps (or were set to NaN as suspect) and
     were imputed for this state; for cooling power and rack inlet only their lags and
     rolling means are ever imputed, never their current value.
+    ``*_members_kw`` (optional, (M, N)): each of M ensemble members' mean. Their spread
+    across members of a *difference* between two candidates is how sure the model is
+    that one costs less than the other; the total std above also holds the noise every
+    candidate shares (what the weather and the load do next), which cancels there.
     """
 
     cooling_power_kw: FloatArray  # (N,) mean cooling power over the horizon [kW]
@@ -54,6 +60,8 @@ class Forecast:
     it_power_lo_kw: FloatArray | None = None  # (N,)
     it_power_hi_kw: FloatArray | None = None  # (N,)
     masked_roles: tuple[str, ...] = field(default=())
+    cooling_power_members_kw: FloatArray | None = None  # (M, N) [kW]
+    it_power_members_kw: FloatArray | None = None  # (M, N) [kW]; only with the IT-power fields
 
     def __post_init__(self) -> None:
         given = [getattr(self, name) is not None for name in IT_POWER_FIELDS]

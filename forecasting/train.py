@@ -2,8 +2,9 @@
 
 The split is in time order, never shuffled across blocks: train (oldest) | validation
 (early stopping) | calibration (conformal factors) | test (reported metrics, champion
-versus challenger), with one horizon of samples left out at each border so that no
-target window straddles two blocks. On CUDA the forward pass runs under bfloat16
+versus challenger) | train again (what the controller did since it began to control
+the plant, ``recent_from``; at most the newest 30 %), with one horizon of samples left
+out at each border so that no target window straddles two blocks. On CUDA the forward pass runs under bfloat16
 autocast; on the CPU everything is float32 and seeded runs repeat bit for bit.
 
 Without a spec, the spec is learned from the history (`FeatureSpec.for_history`): the
@@ -83,6 +84,7 @@ class TrainConfig:
     val_share: float = 0.1
     cal_share: float = 0.05
     test_share: float = 0.05
+    max_recent_share: float = 0.3  # at most this share of the newest samples trained on after the held-out blocks
     interval_level: float = 0.9
     min_samples: int = 2016  # one week of 5-minute samples
     max_gap_share: float = 0.5
@@ -103,6 +105,9 @@ class TrainConfig:
         shares = (self.val_share, self.cal_share, self.test_share)
         if min(shares) <= 0 or sum(shares) >= 0.9:
             raise ValueError(f"val/cal/test shares must be positive and leave most data for training: {shares}")
+        if not 0.0 <= self.max_recent_share <= 0.5:
+            raise ValueError(f"max_recent_share must lie in [0, 0.5]: most data keeps the time-ordered split, "
+                             f"got {self.max_recent_share}")
         if not 0.0 <= self.mask_prob < 1.0:
             raise ValueError(f"mask_prob must lie in [0, 1), got {self.mask_prob}")
 
@@ -128,20 +133,35 @@ class TrainResult:
     baselines: dict[str, FittedBaseline] = field(default_factory=dict)
 
 
-def split_blocks(index: pd.DatetimeIndex, config: TrainConfig, embargo: pd.Timedelta) -> dict[str, npt.NDArray[np.bool_]]:
-    """Boolean masks of the time-ordered blocks, with an embargo before each border."""
+def split_blocks(index: pd.DatetimeIndex, config: TrainConfig, embargo: pd.Timedelta,
+                 recent_from: pd.Timestamp | None = None) -> dict[str, npt.NDArray[np.bool_]]:
+    """Boolean masks of the time-ordered blocks, with an embargo before each border.
+
+    Order in time: train, val, cal, test; then, with ``recent_from`` (when the
+    controller began to control the plant), every sample from then on is trained on
+    too, at most the newest ``max_recent_share`` of them. Why: a controller retrained
+    every night must learn from what it did (its own moves reach states the history
+    never had); with the held-out blocks last, a week of its own operation on six
+    weeks of history never reached the training set or the OOD reference. The held-out
+    blocks are then cut from the history before it, each behind an embargo.
+    """
     n = len(index)
+    pos = np.arange(n)
+    n_old = n
+    if recent_from is not None:
+        first = int(index.searchsorted(pd.Timestamp(recent_from)))
+        n_old = max(first, round((1.0 - config.max_recent_share) * n))
     shares = np.array([1 - config.val_share - config.cal_share - config.test_share,
                        config.val_share, config.cal_share, config.test_share])
-    cuts = np.round(np.cumsum(shares) * n).astype(int)
+    cuts = np.round(np.cumsum(shares) * n_old).astype(int)
     starts = np.concatenate([[0], cuts[:-1]])
     masks: dict[str, npt.NDArray[np.bool_]] = {}
-    pos = np.arange(n)
     for i, name in enumerate(BLOCKS):
         mask = (pos >= starts[i]) & (pos < cuts[i])
-        if i + 1 < len(BLOCKS) and cuts[i] < n:
+        if cuts[i] < n and (i + 1 < len(BLOCKS) or n_old < n):
             mask &= index < index[cuts[i]] - embargo
         masks[name] = mask
+    masks["train"] = masks["train"] | (pos >= n_old)
     return masks
 
 
@@ -288,8 +308,12 @@ def _library_versions() -> dict[str, str]:
 def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config: TrainConfig | None = None,
                    device: str = "auto", on_epoch: Callable[[EpochReport], None] | None = None,
                    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                   clock: Callable[[], float] = time.perf_counter) -> TrainResult:
+                   clock: Callable[[], float] = time.perf_counter,
+                   recent_from: datetime | None = None) -> TrainResult:
     """Build samples from a wide history frame, train, calibrate, and measure against baselines.
+
+    ``recent_from``: when the controller began to control the plant (its first applied
+    decision); the samples since are trained on, not held out (see `split_blocks`).
 
     ``spec`` None: ``FeatureSpec.for_history(frame)`` (the roles and setpoints the site
     has). Raises `forecasting.features.FeatureError` for history that is too short,
@@ -300,7 +324,8 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
     dev = select_device(device)
     fs = build_samples(frame, spec)
     require_enough(fs, config.min_samples, config.max_gap_share)
-    masks = split_blocks(fs.index, config, pd.Timedelta(minutes=spec.horizon_min))
+    masks = split_blocks(fs.index, config, pd.Timedelta(minutes=spec.horizon_min),
+                         None if recent_from is None else pd.Timestamp(recent_from))
     xs = {b: fs.x[m] for b, m in masks.items()}
     ys = {b: fs.y[m] for b, m in masks.items()}
     k = len(spec.targets)
@@ -319,7 +344,9 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
     digest = data_hash(fs)
     # the suffix names the data and the training config: two runs on the same data with another
     # seed or setting in the same second are two versions, never one overwriting the other
-    run_id = hashlib.sha256((digest + json.dumps(_config_json(config), sort_keys=True)).encode()).hexdigest()
+    split_from = None if recent_from is None else pd.Timestamp(recent_from).isoformat()
+    run_id = hashlib.sha256((digest + json.dumps(_config_json(config), sort_keys=True)
+                             + str(split_from)).encode()).hexdigest()
     version = f"{created:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
     draft = EnsembleForecaster(version=version, spec=spec, module=module, x_scaler=x_scaler, y_scaler=y_scaler,
                                conformal_factors=(1.0,) * k, interval_level=config.interval_level, ood=ood, meta={},
@@ -330,6 +357,7 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
     window = {b: [fs.index[m][0].isoformat(), fs.index[m][-1].isoformat()] if m.any() else None
               for b, m in masks.items()}
     training: dict[str, Any] = {"window": window, "samples": {b: int(m.sum()) for b, m in masks.items()},
+                                "recent_from": split_from,
                                 "gaps": fs.gaps.as_dict(), "data_hash": digest, "config": _config_json(config),
                                 **info}
     meta = {"created_at": created.isoformat(), "training": training, "libraries": _library_versions(),

@@ -139,6 +139,25 @@ def test_each_failure_falls_back_to_rules_with_its_reason(kwargs: dict[str, Any]
     assert_safe(d)
 
 
+def test_an_unsure_model_with_no_warming_takes_only_the_rules_cooling_moves() -> None:
+    # supply air at 20 C, below the tuned rules' 23 C; chilled water at 14 C, above their
+    # 10-12.5 C: every candidate is out of distribution, so the rules decide
+    here = {"chw_supply_sp_c": 14.0, "supply_air_sp_c": 20.0, "cw_supply_sp_c": 28.0}
+    full = decide(window(setpoints=here), model=PhysicsForecaster(ood=4.0), last=here)
+    assert (full.outcome, full.reason_code) == ("fallback", "ood")
+    assert full.new["supply_air_sp_c"] > 20.0 and full.new["chw_supply_sp_c"] < 14.0  # toward the rules
+    text = "[cycle]\nunsure_fallback = \"no_warming\"\n"
+    cautious = decide(window(setpoints=here), model=PhysicsForecaster(ood=4.0), last=here, text=text)
+    assert (cautious.outcome, cautious.reason_code) == ("fallback", "ood")
+    assert cautious.new["supply_air_sp_c"] == 20.0  # the rules would warm it: held
+    assert cautious.new["chw_supply_sp_c"] == full.new["chw_supply_sp_c"]  # the rules cool it: taken
+    assert "unsure: no warming, held supply_air_sp_c" in cautious.reason
+    assert_safe(cautious, text)
+    # bad data is not doubt: the rules decide in full
+    stale = decide(window(setpoints=here), model=PhysicsForecaster(ood=4.0), last=here, text=text, now=later(30))
+    assert stale.reason_code == "bad_data" and "no warming" not in stale.reason
+
+
 def test_unknown_current_setpoints_write_nothing() -> None:
     # a step from unknown setpoints to a bound can trip chillers: hold, say why, send nothing
     frame = window().drop(columns=list(SETPOINT_ROLES))

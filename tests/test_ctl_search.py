@@ -55,6 +55,44 @@ def test_selection_takes_the_cheapest_sure_candidate_and_names_the_binding_const
     assert "27.0 C limit (1 of 1 cheaper candidates)" in sel.binding[0]
 
 
+def test_paired_gate_ignores_the_noise_every_candidate_shares_but_not_doubt_about_the_move() -> None:
+    # hold 100 kW, candidates 90 and 85: the next hour is hard to predict (total std 30 kW,
+    # above the 15 % limit for all three), but the five members agree that candidate 1
+    # saves 10 kW (+-0.5) and disagree by +-20 kW about candidate 2
+    fc = replace(fake_forecast([100, 90, 85], [22, 22, 22]), cooling_power_std_kw=np.full(3, 30.0))
+    shared = np.array([-40.0, -20.0, 0.0, 20.0, 40.0])  # what the members think the load does next
+    members = np.stack([100 + shared, 90 + shared + np.array([0.5, -0.5, 0.0, 0.5, -0.5]),
+                        85 + shared + np.array([20.0, -20.0, 0.0, 20.0, -20.0])], axis=1)
+    fc = replace(fc, cooling_power_members_kw=members)
+    absolute = select(fc, 0, SafetySettings(), ThresholdSettings(max_power_std_floor_kw=2.0))
+    assert absolute.outcome == "none" and absolute.hold_failures == ("power_uncertainty",)
+    paired = select(fc, 0, SafetySettings(), ThresholdSettings(max_power_std_floor_kw=2.0, power_uncertainty="paired"))
+    assert (paired.index, paired.outcome) == (1, "optimised")
+    assert paired.rejected == {"power_uncertainty": 1, "saving": 1}  # candidate 2 is a guess; holding saves nothing
+    # without members (a model that is not an ensemble) the paired setting judges the total std
+    plain = select(replace(fc, cooling_power_members_kw=None), 0, SafetySettings(),
+                   ThresholdSettings(max_power_std_floor_kw=2.0, power_uncertainty="paired"))
+    assert plain.outcome == "none"
+
+
+def test_a_move_is_worth_making_when_it_saves_more_than_the_members_doubt_about_it() -> None:
+    # hold 100 kW; candidate 1 saves 0.8 kW and every member agrees (+-0.1); candidate 2
+    # saves 3 kW on average but the members disagree by +-2 kW
+    fc = fake_forecast([100.0, 99.2, 97.0], [22, 22, 22])
+    members = np.stack([np.full(4, 100.0), 99.2 + np.array([0.1, -0.1, 0.1, -0.1]),
+                        97.0 + np.array([2.0, -2.0, 2.0, -2.0])], axis=1)
+    fc = replace(fc, cooling_power_members_kw=members)
+    pct = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_pct=5.0))
+    assert pct.outcome == "hold"  # a fixed 5 % turns both down
+    sigma = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_pct=5.0, min_saving_sigma=2.0))
+    assert (sigma.index, sigma.outcome) == (1, "optimised")  # 0.8 >= 2 x 0.1; 3.0 < 2 x 2.0
+    strict = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_sigma=10.0))
+    assert strict.outcome == "hold" and "saves at least 10 sigma (members)" in strict.reason
+    # an identical candidate (zero doubt, zero saving) is never a move
+    same = replace(fake_forecast([100.0, 100.0], [22, 22]), cooling_power_members_kw=np.full((4, 2), 100.0))
+    assert select(same, 0, SafetySettings(), ThresholdSettings(min_saving_sigma=2.0)).outcome == "hold"
+
+
 def test_selection_holds_when_nothing_saves_enough_and_fails_when_holding_is_unsure() -> None:
     sel = select(fake_forecast([100, 99.5], [22, 22]), 0, SafetySettings(), ThresholdSettings(min_saving_pct=1.0))
     assert (sel.index, sel.outcome) == (0, "hold")

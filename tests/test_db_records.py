@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from db.engine import DatabaseError
 from db.records import (
+    controlled_since,
     current_champion,
     decision_at,
     get_model,
@@ -42,6 +43,16 @@ def test_decisions_round_trip_and_lookup_by_time(engine: sa.Engine) -> None:
     assert at["details_json"] == {"pred_kw": 201.5, "interval": [190.0, 210.0], "ood": None}
     assert decision_at(engine, "default", T0 - timedelta(seconds=1)) is None
     assert latest_decision(engine, site="elsewhere") is None
+
+
+def test_controlled_since_is_the_first_auto_decision_of_the_site(engine: sa.Engine) -> None:
+    assert controlled_since(engine, "dc1") is None  # never in charge
+    insert_decision(engine, "dc1", {"ts": T0, "mode": "advisory", "outcome": "optimised"})  # advice is not control
+    insert_decision(engine, "dc1", {"ts": T0 + timedelta(hours=2), "mode": "auto", "outcome": "fallback"})
+    insert_decision(engine, "dc1", {"ts": T0 + timedelta(hours=1), "mode": "auto", "outcome": "optimised"})
+    insert_decision(engine, "dc2", {"ts": T0 - timedelta(days=1), "mode": "auto", "outcome": "hold"})
+    assert controlled_since(engine, "dc1") == T0 + timedelta(hours=1)
+    assert controlled_since(engine, "dc2") == T0 - timedelta(days=1)
 
 
 def test_rows_go_to_the_named_site(engine: sa.Engine) -> None:

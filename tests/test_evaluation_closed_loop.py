@@ -118,6 +118,7 @@ def test_retraining_learns_from_the_days_coolpilot_controlled(evaluated: tuple[d
     with sqlite3.connect(f"file:{out / 'evaluation.db'}?mode=ro", uri=True) as db:
         row = db.execute("SELECT meta_json FROM models WHERE version = ?", (retrained["version"],)).fetchone()
     assert row is not None
-    # its data reaches into the window CoolPilot controlled (the window starts 2023-07-20)
-    window = json.loads(row[0])["training"]["window"]
-    assert window["test"][1] >= "2023-07-20"
+    # it trained on the days CoolPilot controlled (the window starts 2023-07-20), held out none of them
+    training = json.loads(row[0])["training"]
+    assert training["recent_from"].startswith("2023-07-20T00:00")  # CoolPilot's first cycle
+    assert training["window"]["train"][1] >= "2023-07-20" and training["window"]["test"][1] < "2023-07-20"

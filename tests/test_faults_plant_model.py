@@ -34,6 +34,7 @@ from controller.service.forecast_check import DriftCheck, MaturedForecast, Pendi
 from controller.service.retraining import ChampionProvider, Retrainer, TrainingOutcome
 from coolpilot.harness.history import generate_history
 from db.psychro import wetbulb_c
+from db.records import controlled_since, get_model
 from db.roles import SETPOINT_ROLES
 from forecasting.artifact import WEIGHTS_FILE
 from forecasting.protocol import FloatArray, Forecast
@@ -233,6 +234,11 @@ def test_a_broken_model_artifact_falls_back_requests_retraining_and_the_new_cham
     assert any("retraining is requested" in m for m in caplog.messages)
     tail = r.decisions[-2:]
     assert all(d.model_version == new and d.reason_code != "model_error" for d in tail)
+    # the new model trained on what CoolPilot did since it took control, not only on the old history
+    since = controlled_since(sqlite_engine, SITE)
+    record = get_model(sqlite_engine, new)
+    assert since is not None and record is not None
+    assert record["meta_json"]["training"]["recent_from"] == pd.Timestamp(since).isoformat()
     r.watch.assert_safe(rig.holder.config)
 
 

@@ -126,6 +126,22 @@ def test_split_is_time_ordered_with_an_embargo(history: pd.DataFrame) -> None:
     assert total <= len(fs.index) and total > 0.95 * len(fs.index)
 
 
+def test_what_the_controller_did_is_trained_on_not_held_out(history: pd.DataFrame) -> None:
+    fs = build_samples(history, FeatureSpec())
+    since = fs.index[int(0.9 * len(fs.index))]  # CoolPilot took control for the newest tenth
+    masks = split_blocks(fs.index, SMALL, pd.Timedelta(minutes=60), recent_from=since)
+    train = fs.index[masks["train"]]
+    assert (fs.index[fs.index >= since].isin(train)).all()  # every sample since is trained on
+    held = [fs.index[masks[b]] for b in ("val", "cal", "test")]
+    for a, b in itertools.pairwise([train[train < since], *held]):
+        assert a.max() + pd.Timedelta(minutes=60) < b.min()
+    assert held[-1].max() + pd.Timedelta(minutes=60) < since  # the held-out blocks end an embargo before
+    # a controller in charge for most of the history: only the newest max_recent_share is trained on first
+    masks = split_blocks(fs.index, SMALL, pd.Timedelta(minutes=60), recent_from=fs.index[10])
+    assert all(masks[b].any() for b in ("val", "cal", "test"))
+    assert fs.index[masks["test"]].max() < fs.index[int((1 - SMALL.max_recent_share) * len(fs.index))]
+
+
 def test_training_beats_persistence_and_reports_every_baseline(trained: TrainResult) -> None:
     m = trained.report["metrics"]
     assert set(m) == {"ensemble", "persistence", "ridge", "hist_gradient_boosting", "promotion"}
@@ -155,6 +171,12 @@ def test_forecaster_protocol_and_candidate_response(trained: TrainResult, histor
     assert fc.ood_score[2] > 1.0 and fc.ood_score[2] > 3 * fc.ood_score[:2].max()
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         model.predict(state, np.zeros((4, 2)))
+    # each member's mean: they average to the mixture mean, and their spread is the model's doubt
+    members = fc.cooling_power_members_kw
+    assert members is not None and members.shape == (model.module.config.members, 3)
+    np.testing.assert_allclose(members.mean(axis=0), fc.cooling_power_kw, rtol=1e-9, atol=1e-9)
+    assert (members.std(axis=0) <= fc.cooling_power_std_kw + 1e-9).all()  # total std = noise + spread
+    assert members[:, 2].std() > members[:, 0].std()  # members disagree most far from the data
 
 
 def test_broadcast_predict_equals_row_prediction(trained: TrainResult, history: pd.DataFrame) -> None:

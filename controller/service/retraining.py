@@ -245,6 +245,7 @@ class Retrainer:
                                    error=f"{type(exc).__name__}: {exc}")
 
     def _train(self, cancel: threading.Event | None, started: float) -> TrainingOutcome:
+        from db.records import controlled_since
         from forecasting.features import TARGETS, FeatureSpec
         from forecasting.history import load_history
         from forecasting.registry import register_trained
@@ -262,8 +263,10 @@ class Retrainer:
         frame = load_history(self.engine, self.site, self.history_days)
         spec = FeatureSpec.for_history(frame)
         log.info("training on %d rows of site %r (%s .. %s)", len(frame), self.site, frame.index[0], frame.index[-1])
+        # what CoolPilot did since it took control is trained on, not held out (learn from own operation)
+        since = controlled_since(self.engine, self.site)
         result = fit_forecaster(frame, spec=spec, config=config, device=self.device, on_epoch=epoch,
-                                now=lambda: datetime.fromtimestamp(self._wall_clock(), UTC))
+                                now=lambda: datetime.fromtimestamp(self._wall_clock(), UTC), recent_from=since)
         if cancel is not None and cancel.is_set():
             raise TrainingCancelled()
         decision = register_trained(self.engine, result, frame, self.models_dir, site=self.site)
