@@ -137,6 +137,7 @@ def _baseline_table(verdicts: list[dict[str, Any]]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from db.records import controlled_since
     from forecasting.registry import register_trained
     from forecasting.train import TrainConfig, fit_forecaster
 
@@ -152,7 +153,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.json:
         progress(f"training on {len(frame)} rows of site {args.site!r} ({frame.index[0]} .. {frame.index[-1]})")
     bar = None if quiet else progress_bar(sys.stderr)
-    result = fit_forecaster(frame, spec=spec, config=config, device=args.device, on_epoch=bar)
+    # as the daemon does: what CoolPilot did since it took control is trained on, not held out
+    since = controlled_since(engine, args.site)
+    result = fit_forecaster(frame, spec=spec, config=config, device=args.device, on_epoch=bar, recent_from=since)
     if bar is not None:
         sys.stderr.write("\n")
     models_dir = Path(args.models_dir or os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR)
@@ -162,7 +165,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     g = r["gaps"]
     human = "\n".join([
         f"model {r['version']}: {r['samples']['train']} training samples, test window "
-        f"{r['window']['test'][0]} .. {r['window']['test'][1]} ({r['samples']['test']} samples)",
+        f"{r['window']['test'][0]} .. {r['window']['test'][1]} ({r['samples']['test']} samples)"
+        + (f"; trained on CoolPilot's own operation since {since:%Y-%m-%d %H:%M} UTC" if since is not None else ""),
         f"gaps: {g['rows'] - g['samples']} of {g['rows']} rows unusable ({g['missing_grid_rows']} absent, "
         f"{g['dropped_state']} state gaps, {g['dropped_horizon']} horizon gaps; {g['outliers_removed']} readings "
         f"removed as spikes or out of range); none were filled",

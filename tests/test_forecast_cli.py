@@ -14,6 +14,7 @@ from coolpilot.cli import main
 from coolpilot.harness.history import generate_history
 from db.engine import make_engine
 from db.ingest import write_wide
+from db.records import insert_decision
 from forecasting.registry import load_champion
 from simulator.plant_sim import make_plant
 
@@ -105,6 +106,21 @@ def test_train_list_show_promote_rollback(db_url: str, simulated: pd.DataFrame, 
     assert code == 2 and "no model with version 'no-such-version'" in err
     code, text, _ = run(capsys, "models", "list", *common)
     assert code == 0 and f"{champion}" in text and "champion" in text
+
+
+def test_train_learns_from_the_days_coolpilot_controlled(sqlite_url: str, simulated: pd.DataFrame, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    engine = make_engine(sqlite_url)
+    write_wide(engine, simulated, site=SITE)
+    took_over = simulated.index[-2 * 288]  # CoolPilot has been in charge for the last two days
+    insert_decision(engine, SITE, {"ts": took_over.to_pydatetime(), "mode": "auto", "outcome": "optimised"})
+    argv = ["train", "--db", sqlite_url, "--site", SITE, "--days", str(DAYS), "--models-dir",
+            str(tmp_path / "models"), "--max-epochs", "2"]
+    code, rep, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    assert rep["window"]["test"][1] < took_over.isoformat() < rep["window"]["train"][1]  # trained on, not held out
+    code, text, err = run(capsys, *argv)
+    assert code == 0 and f"trained on CoolPilot's own operation since {took_over:%Y-%m-%d %H:%M} UTC" in text, err
 
 
 def test_bad_history_gets_one_clear_line(sqlite_url: str, simulated: pd.DataFrame, tmp_path: Path,
