@@ -4,8 +4,9 @@ The split is in time order, never shuffled across blocks: train (oldest) | valid
 (early stopping) | calibration (conformal factors) | test (reported metrics, champion
 versus challenger) | train again (what the controller did since it began to control
 the plant, ``recent_from``; at most the newest 30 %), with one horizon of samples left
-out at each border so that no target window straddles two blocks. On CUDA the forward pass runs under bfloat16
-autocast; on the CPU everything is float32 and seeded runs repeat bit for bit.
+out at each border so that no target window straddles two blocks. On CUDA the forward
+pass runs under bfloat16 autocast; on the CPU everything is float32 and seeded runs
+repeat bit for bit.
 
 Without a spec, the spec is learned from the history (`FeatureSpec.for_history`): the
 roles the site has, its setpoints, IT power as a target where metered, and role
