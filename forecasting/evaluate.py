@@ -111,3 +111,28 @@ def _paired_excess(d: FloatArray) -> dict[str, Any]:
     blocks = d[: n_blocks * PROMOTION_BLOCK_SAMPLES].reshape(n_blocks, PROMOTION_BLOCK_SAMPLES).mean(axis=1)
     low = float(blocks.mean() - PROMOTION_Z * blocks.std(ddof=1) / np.sqrt(n_blocks))
     return {"excess": float(blocks.mean()), "excess_low": low, "blocks": n_blocks, "worse": low > 0.0}
+
+
+def compare_models_on_window(challenger: EnsembleForecaster, champion: EnsembleForecaster, frame: pd.DataFrame,
+                             start: pd.Timestamp, end: pd.Timestamp) -> dict[str, dict[str, Any]]:
+    """Per scored target, the challenger's excess absolute error over the champion's, paired.
+
+    Each model is fed its own features; only the sample times both can score in
+    [start, end] count, in hourly blocks (`_paired_excess`): ``worse`` means worse
+    beyond noise. Why: a challenger that has learned the newest days is judged on an
+    older window; losing there by a fraction of a per cent is no reason to keep a
+    champion that has never seen the plant as it is now.
+    """
+    rows = []
+    for model in (challenger, champion):
+        fs = build_samples(frame, model.spec)
+        mask = (fs.index >= start) & (fs.index <= end)
+        rows.append((fs.index[mask].asi8, fs.x[mask], fs.y[mask], model))
+    common, ia, ib = np.intersect1d(rows[0][0], rows[1][0], return_indices=True)
+    if not len(common):
+        raise ValueError(f"no samples both models can score between {start.isoformat()} and {end.isoformat()}")
+    pred_a = rows[0][3].predict_rows(rows[0][1][ia], with_ood=False).mean
+    pred_b = rows[1][3].predict_rows(rows[1][1][ib], with_ood=False).mean
+    y = rows[0][2][ia]
+    return {t: {"samples": len(common), **_paired_excess(np.abs(y[:, j] - pred_a[:, j]) - np.abs(y[:, j] - pred_b[:, j]))}
+            for j, t in enumerate(TARGETS)}

@@ -3,8 +3,9 @@
 A newly trained model (the challenger) becomes champion only if its ensemble is no
 worse than its best baseline (HistGradientBoosting, ridge; trained on the same split)
 on every target's test-window MAE, its score beats the champion's on the same recent
-window of history (the challenger's test window), and never while the champion is
-pinned. A challenger that loses to a baseline is stored as ``rejected`` even where
+window of history (the challenger's test window), or, having learned newer data
+than the champion, scores worse there only within noise (a paired test over hourly
+blocks), and never while the champion is pinned. A challenger that loses to a baseline is stored as ``rejected`` even where
 there is no champion: the controller then runs on its rules and says why. Losing
 challengers are stored as ``rejected``; a replaced champion becomes ``retired``.
 Rollback rejects the champion and restores the most recently created retired model. Loading always checks the weights' sha256
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 
 from db import records
 from forecasting.artifact import SIDECAR_FILE, ArtifactError, load_artifact, save_artifact, sha256_file
-from forecasting.evaluate import PROMOTION_BASELINES, evaluate_on_window
+from forecasting.evaluate import PROMOTION_BASELINES, compare_models_on_window, evaluate_on_window
 from forecasting.model import EnsembleForecaster
 from forecasting.train import TrainResult
 
@@ -76,8 +77,9 @@ class Decision:
 
 
 def decide(challenger_score: float, champion_score: float | None, champion_pinned: bool,
-           champion_version: str | None) -> tuple[bool, str]:
-    """Pure rule: promote when there is no usable champion, or the challenger scores lower."""
+           champion_version: str | None, *, fresher_within_noise: bool = False) -> tuple[bool, str]:
+    """Pure rule: promote when there is no usable champion, or the challenger scores lower,
+    or it has learned newer data than the champion and scores worse only within noise."""
     if champion_version is None:
         return True, "no champion yet: the new model becomes champion"
     if champion_pinned:
@@ -87,6 +89,10 @@ def decide(challenger_score: float, champion_score: float | None, champion_pinne
     if challenger_score < champion_score:
         return True, (f"new model scores {challenger_score:.3f} < champion {champion_version} "
                       f"{champion_score:.3f} on the same window: promoted")
+    if fresher_within_noise:
+        return True, (f"new model scores {challenger_score:.3f} >= champion {champion_version} "
+                      f"{champion_score:.3f} on the same window, within noise, and has learned newer data: "
+                      f"promoted")
     return False, (f"new model scores {challenger_score:.3f} >= champion {champion_version} "
                    f"{champion_score:.3f} on the same window: rejected")
 
@@ -227,14 +233,19 @@ def register_trained(engine: sa.Engine, result: TrainResult, frame: pd.DataFrame
     champ = champion_entry(engine, site)
     champ_score: float | None = None
     note = ""
+    fresher = False
     if champ is not None:
         start, end = (pd.Timestamp(t) for t in result.report["window"]["test"])
         try:
-            champ_score = float(evaluate_on_window(load_model(champ), frame, start, end)["score"])
+            champ_model = load_model(champ)
+            champ_score = float(evaluate_on_window(champ_model, frame, start, end)["score"])
+            if champ_score <= challenger_score and _trained_later(result.report, champ.meta):
+                paired = compare_models_on_window(model, champ_model, frame, start, end)
+                fresher = not any(p["worse"] for p in paired.values())
         except (ArtifactError, ValueError) as exc:
             note = f" ({exc})"
     promoted, reason = decide(challenger_score, champ_score, champ.pinned if champ else False,
-                              champ.version if champ else None)
+                              champ.version if champ else None, fresher_within_noise=fresher)
     verdicts = baseline_verdicts(result.report["metrics"])
     worse = baseline_problem(verdicts)
     if worse is not None:
@@ -252,6 +263,16 @@ def register_trained(engine: sa.Engine, result: TrainResult, frame: pd.DataFrame
     return Decision(version=model.version, promoted=promoted, reason=reason + note,
                     challenger_score=challenger_score, champion_version=champ.version if champ else None,
                     champion_score=champ_score, artifact_path=path, baselines=tuple(verdicts))
+
+
+def _trained_later(report: Mapping[str, Any], champion_meta: Mapping[str, Any]) -> bool:
+    """Whether the challenger's training data reaches past the champion's."""
+    try:
+        mine = str(report["window"]["train"][1])
+        theirs = str(champion_meta["training"]["window"]["train"][1])
+    except (KeyError, TypeError, IndexError):
+        return False
+    return pd.Timestamp(mine) > pd.Timestamp(theirs)
 
 
 def promote(engine: sa.Engine, version: str, pin: bool | None = None, site: str = "default") -> ModelEntry:

@@ -144,6 +144,33 @@ def test_decision_rule() -> None:
     promoted, reason = decide(0.1, 5.0, True, "v1")
     assert not promoted and "pinned" in reason
     assert decide(3.0, None, False, "v1")[0]  # a champion that cannot be scored is replaced
+    assert decide(2.0, 1.0, False, "v1", fresher_within_noise=True)[0]  # newer data, worse only within noise
+    assert not decide(2.0, 1.0, True, "v1", fresher_within_noise=True)[0]  # a pin still holds
+
+
+def test_a_challenger_that_learned_newer_days_wins_unless_worse_beyond_noise(
+        engine: sa.Engine, trained: TrainResult, history: pd.DataFrame, tmp_path: Path) -> None:
+    site = "fresh-hall"
+    assert register_trained(engine, trained, history, tmp_path, site=site).promoted
+
+    def learned_a_day_more(bias_kw: float, version: str) -> TrainResult:
+        """A variant whose training data reaches a day past the champion's (as after a night of control)."""
+        v = variant(trained, history, version, cooling_bias_kw=bias_kw)
+        first, last = v.report["window"]["train"]
+        window = {**v.report["window"], "train": [first, (pd.Timestamp(last) + pd.Timedelta(days=1)).isoformat()]}
+        return TrainResult(forecaster=v.forecaster, report={**v.report, "window": window})
+
+    # a hair worse on the older window than a champion that never saw the newest day: promoted
+    d = register_trained(engine, learned_a_day_more(0.3, "fresher"), history, tmp_path, site=site)
+    assert d.champion_score is not None and d.challenger_score > d.champion_score
+    assert d.promoted and "within noise, and has learned newer data" in d.reason
+    # far worse: newer data is no excuse
+    d = register_trained(engine, learned_a_day_more(40.0, "fresher-but-wrong"), history, tmp_path, site=site)
+    assert not d.promoted and "rejected" in d.reason
+    # as worse, but without newer data: the plain rule (strictly better) keeps the champion
+    d = register_trained(engine, variant(trained, history, "same-days", cooling_bias_kw=0.3), history, tmp_path,
+                         site=site)
+    assert not d.promoted
 
 
 def test_champion_challenger_pin_and_rollback(engine: sa.Engine, trained: TrainResult, history: pd.DataFrame,
