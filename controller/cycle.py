@@ -45,6 +45,7 @@ from controller.cycle_state import (
     plausible,
 )
 from controller.decision import Decision, Outcome, Prediction
+from controller.fallback_moves import cool_down, no_warming
 from controller.optimizer import ModelError, OptimisationResult, optimise, take, what_if_rows
 from controller.quality import clock_problem, history_age_problem, stuck_threshold_rows
 from controller.rules import TunedRules, rule_setpoints
@@ -247,23 +248,21 @@ def search(config: Config, checked: CheckedState, planned: Plan, model: Forecast
         code = ("ood" if "ood" in sel.hold_failures
                 else "model_error" if "non_finite" in sel.hold_failures else "uncertain")
         fallback = _fallback(config, checked, code, sel.reason, design_it_kw=design, model_usable=True, opt=opt)
+        if "rack_inlet" in sel.hold_failures:  # the model fears heat where the rules may not: cool
+            return _bent(fallback, *cool_down(fallback.setpoints, checked.reference, config.envelope()),
+                         "predicted too hot at the current setpoints: cooling")
         if code in ("ood", "uncertain") and config.cycle.unsure_fallback == "no_warming":
-            return _no_warming(fallback, checked.reference)
+            return _bent(fallback, *no_warming(fallback.setpoints, checked.reference), "unsure: no warming, held")
         return fallback
     outcome: Outcome = "optimised" if sel.outcome == "optimised" else "hold"
     return Proposal(to_mapping(opt.candidates[sel.index], roles), outcome, sel.reason, opt=opt, model_usable=True)
 
 
-def _no_warming(fallback: Proposal, reference: Mapping[str, float]) -> Proposal:
-    """The rules' proposal where it is cooler than the reference, the reference elsewhere [C].
-
-    Holding keeps the coil approach wherever the reference kept it (see ``CycleSettings``).
-    """
-    held = [r for r, v in fallback.setpoints.items() if r in reference and v > reference[r]]
-    if not held:
+def _bent(fallback: Proposal, setpoints: dict[str, float], roles: list[str], why: str) -> Proposal:
+    """The fallback with ``controller.fallback_moves``' setpoints, and why, where they changed any role."""
+    if not roles:
         return fallback
-    setpoints = {r: (reference[r] if r in held else v) for r, v in fallback.setpoints.items()}
-    return replace(fallback, setpoints=setpoints, reason=f"{fallback.reason}; unsure: no warming, held {', '.join(held)}")
+    return replace(fallback, setpoints=setpoints, reason=f"{fallback.reason}; {why} {', '.join(roles)}")
 
 
 def _scaled(config: Config, model: Forecaster) -> Config:
