@@ -98,10 +98,15 @@ def _describe(reason: str, safety: SafetySettings, thresholds: ThresholdSettings
                               f" above {thresholds.max_cooling_power_std_frac:.0%} of the prediction and above "
                               f"{floor:g} kW"),
         "ood": f"out-of-distribution score above {thresholds.max_ood_score}",
-        "saving": (f"saves less than {thresholds.min_saving_sigma:g} sigma (members) and {thresholds.min_saving_kw} "
-                   f"kW over holding" if thresholds.min_saving_sigma is not None else
-                   f"saves less than {thresholds.min_saving_pct}% and {thresholds.min_saving_kw} kW over holding"),
+        "saving": f"saves less than {_saving_need(thresholds)}",
     }[reason]
+
+
+def _saving_need(thresholds: ThresholdSettings) -> str:
+    """What a candidate must save over holding to be worth a move, in words."""
+    if thresholds.min_saving_sigma is not None:
+        return f"{thresholds.min_saving_sigma:g} sigma (members) and {thresholds.min_saving_kw} kW over holding"
+    return f"{thresholds.min_saving_pct}% and {thresholds.min_saving_kw} kW over holding"
 
 
 def risk_adjusted_kw(forecast: Forecast, thresholds: ThresholdSettings,
@@ -240,7 +245,7 @@ def select(
     if sure[hold_index]:
         return Selection(
             index=hold_index, outcome="hold",
-            reason=f"holding: no sure candidate {_describe('saving', safety, thresholds).replace('saves less than', 'saves at least')}",
+            reason=f"holding: no sure candidate saves at least {_saving_need(thresholds)}",
             rejected=rejected, binding=(_describe("saving", safety, thresholds),), runner_ups=(),
             sure=sure, rack_inlet_upper_c=upper,
         )

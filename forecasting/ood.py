@@ -1,9 +1,14 @@
 """Out-of-distribution score: how far an input lies from the data the model learned from.
 
 Score = distance to the k-th nearest training point, in standardised feature space,
-divided by the 99th percentile of that distance over held-apart training points; so
-~99 % of training-like inputs score below 1 and the controller can refuse inputs that
-score above a threshold (Gao 2014 saw errors grow where training data was sparse).
+divided by the 99th percentile of that distance over held-out days (the validation and
+calibration chunks, spread over the history); so ~99 % of the days the model was
+measured on but never trained on score below 1, and the controller can refuse inputs
+that score above a threshold (Gao 2014 saw errors grow where training data was sparse).
+Why held-out days and not held-apart training rows: 5-minute rows have near-twins in
+the same hour, so their distances are tiny; on the crac EnergyPlus model that scale
+called 45 % of an ordinary unseen day "unfamiliar". The scale is never below the
+training rows' one.
 
 Only the physically meaningful columns take part (the state itself, the setpoints now
 and over the horizon), not the lags, so distance means "a condition never seen".
@@ -93,8 +98,12 @@ class KnnOod:
 
 
 def fit_ood(z_train: FloatArray, columns: IntArray, n_state: int, k: int = 10,
-            n_reference: int = 4000, seed: int = 0) -> KnnOod:
-    """Fit on standardised training rows: a reference subsample plus a disjoint calibration one."""
+            n_reference: int = 4000, seed: int = 0, z_held_out: FloatArray | None = None) -> KnnOod:
+    """Fit on standardised training rows: a reference subsample, scaled by held-out rows.
+
+    ``z_held_out``: standardised rows of days never trained on (see module docstring);
+    without them, or with too few, a disjoint subsample of the training rows scales it.
+    """
     n = len(z_train)
     if n < 2 * k + 2:
         raise ValueError(f"OOD scorer needs at least {2 * k + 2} training rows, got {n}")
@@ -106,6 +115,9 @@ def fit_ood(z_train: FloatArray, columns: IntArray, n_state: int, k: int = 10,
     reference = np.ascontiguousarray(z_train[np.sort(ref_idx)][:, columns], dtype=np.float64)
     dist, _ = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(z_train[cal_idx][:, columns])
     scale = float(np.quantile(dist[:, -1], QUANTILE))
+    if z_held_out is not None and len(z_held_out) >= 2 * k + 2:
+        held, _ = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(z_held_out[:, columns])
+        scale = max(scale, float(np.quantile(held[:, -1], QUANTILE)))
     seen = z_train[:, columns]
     return KnnOod(reference=reference, columns=np.asarray(columns, dtype=np.int64), n_state=n_state,
                   k=k, scale=max(scale, 1e-9), low=seen.min(axis=0), high=seen.max(axis=0))

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters; shares are fractions of the samples, in time order."""
+    """Hyper-parameters; shares are fractions of the samples (see `split_blocks` for their layout)."""
 
     members: int = 5
     # 128 wide: on the quick start's 9 days, (64, 64) left the rack-inlet MAE at 0.28 K against the
@@ -86,6 +86,10 @@ class TrainConfig:
     cal_share: float = 0.05
     test_share: float = 0.05
     max_recent_share: float = 0.3  # at most this share of the newest samples trained on after the held-out blocks
+    # "interleaved": val and cal are chunks spread over the history, so training sees every condition it
+    # holds, the newest included; "newest": val and cal are the newest blocks before test (see split_blocks)
+    holdout: Literal["interleaved", "newest"] = "interleaved"
+    holdout_chunk_h: float = 24.0  # length of one interleaved val or cal chunk, at most [h]
     interval_level: float = 0.9
     min_samples: int = 2016  # one week of 5-minute samples
     max_gap_share: float = 0.5
@@ -109,6 +113,9 @@ class TrainConfig:
         if not 0.0 <= self.max_recent_share <= 0.5:
             raise ValueError(f"max_recent_share must lie in [0, 0.5]: most data keeps the time-ordered split, "
                              f"got {self.max_recent_share}")
+        if self.holdout not in ("interleaved", "newest") or not self.holdout_chunk_h > 0:
+            raise ValueError(f"holdout must be 'interleaved' or 'newest' with a positive chunk length, got "
+                             f"{self.holdout!r} and {self.holdout_chunk_h} h")
         if not 0.0 <= self.mask_prob < 1.0:
             raise ValueError(f"mask_prob must lie in [0, 1), got {self.mask_prob}")
 
@@ -136,15 +143,20 @@ class TrainResult:
 
 def split_blocks(index: pd.DatetimeIndex, config: TrainConfig, embargo: pd.Timedelta,
                  recent_from: pd.Timestamp | None = None) -> dict[str, npt.NDArray[np.bool_]]:
-    """Boolean masks of the time-ordered blocks, with an embargo before each border.
+    """Boolean masks of the train, val, cal and test samples, each held-out one an embargo from training.
 
-    Order in time: train, val, cal, test; then, with ``recent_from`` (when the
-    controller began to control the plant), every sample from then on is trained on
-    too, at most the newest ``max_recent_share`` of them. Why: a controller retrained
-    every night must learn from what it did (its own moves reach states the history
-    never had); with the held-out blocks last, a week of its own operation on six
-    weeks of history never reached the training set or the OOD reference. The held-out
-    blocks are then cut from the history before it, each behind an embargo.
+    Test is always the newest block of the history: the honest forward-in-time estimate
+    that promotion compares on. Val (early stopping) and cal (conformal intervals) are,
+    with ``holdout="interleaved"``, chunks spread evenly over the history before test
+    (`_interleaved`); with ``"newest"``, the blocks just before test. Why interleaved:
+    with the newest fifth held out, a cold spell in the last week of the history never
+    reached training nor the OOD reference, and a cold snap a few days later was
+    "unfamiliar" on every cycle (Chicago, January: 45 % fallback).
+
+    With ``recent_from`` (when the controller began to control the plant), every sample
+    from then on is trained on too, at most the newest ``max_recent_share`` of them: a
+    controller retrained every night must learn from what it did (its own moves reach
+    states the history never had). The held-out blocks are cut from the history before it.
     """
     n = len(index)
     pos = np.arange(n)
@@ -152,18 +164,78 @@ def split_blocks(index: pd.DatetimeIndex, config: TrainConfig, embargo: pd.Timed
     if recent_from is not None:
         first = int(index.searchsorted(pd.Timestamp(recent_from)))
         n_old = max(first, round((1.0 - config.max_recent_share) * n))
-    shares = np.array([1 - config.val_share - config.cal_share - config.test_share,
-                       config.val_share, config.cal_share, config.test_share])
-    cuts = np.round(np.cumsum(shares) * n_old).astype(int)
-    starts = np.concatenate([[0], cuts[:-1]])
-    masks: dict[str, npt.NDArray[np.bool_]] = {}
-    for i, name in enumerate(BLOCKS):
-        mask = (pos >= starts[i]) & (pos < cuts[i])
-        if cuts[i] < n and (i + 1 < len(BLOCKS) or n_old < n):
-            mask &= index < index[cuts[i]] - embargo
-        masks[name] = mask
-    masks["train"] = masks["train"] | (pos >= n_old)
+    test_from = round((1.0 - config.test_share) * n_old)
+    held_share = (config.val_share + config.cal_share) / (1.0 - config.test_share)
+    cal_of_held = config.cal_share / (config.val_share + config.cal_share)
+    label = _newest(index[:test_from], held_share, cal_of_held, embargo)
+    if config.holdout == "interleaved":
+        spread = _interleaved(index[:test_from], held_share, cal_of_held, config.holdout_chunk_h, embargo)
+        if (spread == 1).any() and (spread == 2).any():  # too short a history for both: the newest blocks
+            label = spread
+    masks = {name: np.zeros(n, dtype=bool) for name in BLOCKS}
+    for code, name in enumerate(BLOCKS[:3]):
+        masks[name][:test_from] = label == code
+    if test_from < n:
+        before_test = index < index[test_from] - embargo
+        for name in BLOCKS[:3]:
+            masks[name] &= before_test
+    masks["test"] = (pos >= test_from) & (pos < n_old)
+    if n_old < n:
+        masks["test"] &= index < index[n_old] - embargo
+    masks["train"] |= pos >= n_old
     return masks
+
+
+_PURGED = -1  # a sample within the embargo of another block: in no block
+
+
+def _newest(index: pd.DatetimeIndex, held_share: float, cal_of_held: float,
+            embargo: pd.Timedelta) -> npt.NDArray[np.int64]:
+    """Labels (0 train, 1 val, 2 cal, -1 purged): train, then val, then cal, in time order."""
+    n = len(index)
+    cuts = np.round(np.cumsum([1.0 - held_share, held_share * (1.0 - cal_of_held)]) * n).astype(int)
+    label = np.searchsorted(cuts, np.arange(n), side="right").astype(np.int64)
+    for cut in cuts:
+        if cut < n:
+            label[(index < index[cut]) & (index >= index[cut] - embargo) & (label < label[cut])] = _PURGED
+    return label
+
+
+def _interleaved(index: pd.DatetimeIndex, held_share: float, cal_of_held: float, chunk_h: float,
+                 embargo: pd.Timedelta) -> npt.NDArray[np.int64]:
+    """Labels (0 train, 1 val, 2 cal, -1 purged): held-out chunks spread evenly over time.
+
+    The span is cut into chunks of ``chunk_h`` hours (shorter for short histories, so
+    that at least 20 chunks exist, never shorter than four embargoes); every
+    1/``held_share``-th chunk is held out, every 1/``cal_of_held``-th of those as cal.
+    Training samples within ``embargo`` of a held-out chunk, on either side, are purged
+    (their targets or lags overlap it).
+    """
+    if len(index) == 0:
+        return np.zeros(0, dtype=np.int64)
+    t = (index - index[0]) / pd.Timedelta(hours=1)
+    span_h = float(t[-1]) + 1e-9
+    chunk = max(min(chunk_h, span_h / 20.0), 4.0 * embargo / pd.Timedelta(hours=1))
+    n_chunks = int(np.ceil(span_h / chunk))
+    held_rank = _evenly(n_chunks, held_share)  # -1 where the chunk is trained on, else the rank among held-out
+    is_cal = _evenly(int((held_rank >= 0).sum()), cal_of_held) >= 0
+    chunk_label = np.where(held_rank >= 0, 1 + is_cal[np.maximum(held_rank, 0)], 0).astype(np.int64)
+
+    def label_at(hours: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        return np.asarray(chunk_label[np.clip((hours // chunk).astype(np.int64), 0, n_chunks - 1)])
+
+    e_h = embargo / pd.Timedelta(hours=1)
+    hours = np.asarray(t, dtype=np.float64)
+    label = label_at(hours)
+    near_held = (label_at(hours - e_h) > 0) | (label_at(hours + e_h) > 0)
+    return np.where((label == 0) & near_held, _PURGED, label)
+
+
+def _evenly(n: int, share: float) -> npt.NDArray[np.int64]:
+    """For n items, the rank of each of the ~share*n picked evenly (-1 where not picked)."""
+    i = np.arange(n)
+    picked = np.floor((i + 1) * share + 0.5) > np.floor(i * share + 0.5)
+    return np.where(picked, np.cumsum(picked) - 1, -1).astype(np.int64)
 
 
 def data_hash(fs: FeatureSet) -> str:
@@ -340,7 +412,8 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
                                   masker=RoleMasker.for_spec(spec, x_scaler, config.mask_prob))
 
     columns, n_state_cols = _ood_columns(spec)
-    ood = fit_ood(z["train"], columns, n_state_cols, config.ood_k, config.ood_reference, config.seed)
+    ood = fit_ood(z["train"], columns, n_state_cols, config.ood_k, config.ood_reference, config.seed,
+                  z_held_out=np.concatenate([z["val"], z["cal"]]))
     created = now()
     digest = data_hash(fs)
     # the suffix names the data and the training config: two runs on the same data with another

@@ -99,6 +99,22 @@ def test_ood_scores_training_data_below_one_and_far_points_above() -> None:
     assert np.allclose(ood.score_broadcast(state, cand, prefilter=10_000), exact, atol=1e-4)
 
 
+def test_ood_scale_comes_from_held_out_days_not_near_twins_of_training_rows() -> None:
+    """Rows of one day are near-twins: scaled by training rows, an unseen day looks unfamiliar."""
+    rng = np.random.default_rng(1)
+    days = rng.normal(size=(40, 6))  # each day's condition
+    rows = np.repeat(days, 150, axis=0) + 0.05 * rng.normal(size=(6000, 6))
+    train, held = rows[:4500], rows[4500:]  # ten days never trained on
+    cols = np.arange(6, dtype=np.int64)
+    by_training = fit_ood(train, cols, n_state=4, k=10, n_reference=2000)
+    by_held_out = fit_ood(train, cols, n_state=4, k=10, n_reference=2000, z_held_out=held[:750])
+    unseen = held[750:]  # five more unseen days, from the same climate
+    assert float(np.mean(by_training.score(unseen) > 1.0)) > 0.5
+    assert float(np.mean(by_held_out.score(unseen) > 1.0)) < 0.25
+    assert by_held_out.scale >= by_training.scale
+    assert (by_held_out.score(np.full((5, 6), 8.0)) > 1.0).all()  # far away stays unfamiliar
+
+
 def test_one_input_far_beyond_its_training_range_is_out_of_distribution() -> None:
     """A heat wave: one state column 8 units past anything seen while the rest stay typical."""
     rng = np.random.default_rng(1)
@@ -116,14 +132,35 @@ def test_one_input_far_beyond_its_training_range_is_out_of_distribution() -> Non
     assert np.allclose(ood.score(slightly), np.maximum(knn_only.score(slightly), 0.5), atol=1e-2)
 
 
-def test_split_is_time_ordered_with_an_embargo(history: pd.DataFrame) -> None:
+def test_newest_split_is_time_ordered_with_an_embargo(history: pd.DataFrame) -> None:
     fs = build_samples(history, FeatureSpec())
-    masks = split_blocks(fs.index, SMALL, pd.Timedelta(minutes=60))
+    masks = split_blocks(fs.index, replace(SMALL, holdout="newest"), pd.Timedelta(minutes=60))
     order = ["train", "val", "cal", "test"]
     for a, b in itertools.pairwise(order):
         assert fs.index[masks[a]].max() + pd.Timedelta(minutes=60) < fs.index[masks[b]].min()
     total = sum(int(m.sum()) for m in masks.values())
     assert total <= len(fs.index) and total > 0.95 * len(fs.index)
+
+
+def test_interleaved_split_trains_on_every_part_of_the_history(history: pd.DataFrame) -> None:
+    fs = build_samples(history, FeatureSpec())
+    embargo = pd.Timedelta(minutes=60)
+    masks = split_blocks(fs.index, SMALL, embargo)
+    t = {b: fs.index[m] for b, m in masks.items()}
+    assert all(len(t[b]) for b in ("val", "cal", "test"))
+    assert t["test"].min() > max(t[b].max() for b in ("train", "val", "cal")) + embargo  # test stays newest
+    train_ns = t["train"].as_unit("ns").asi8
+    held_ns = np.sort(np.concatenate([t["val"].as_unit("ns").asi8, t["cal"].as_unit("ns").asi8]))
+    at = np.clip(np.searchsorted(held_ns, train_ns), 1, len(held_ns) - 1)
+    gap_ns = np.minimum(np.abs(held_ns[at] - train_ns), np.abs(held_ns[at - 1] - train_ns)).min()
+    assert gap_ns > embargo.value  # no training sample within an embargo of a held-out one
+    first, last = fs.index[0], t["test"].min()
+    quarter = (last - first) / 4
+    for b in ("train", "val"):  # spread over the history, not bunched at its end
+        assert t[b].min() < first + quarter and t[b].max() > last - quarter
+    held = len(t["val"]) + len(t["cal"])
+    assert abs(held / len(fs.index) - (SMALL.val_share + SMALL.cal_share)) < 0.05
+    assert not (masks["val"] & masks["cal"]).any() and not (masks["train"] & masks["val"]).any()
 
 
 def test_what_the_controller_did_is_trained_on_not_held_out(history: pd.DataFrame) -> None:
@@ -133,8 +170,8 @@ def test_what_the_controller_did_is_trained_on_not_held_out(history: pd.DataFram
     train = fs.index[masks["train"]]
     assert (fs.index[fs.index >= since].isin(train)).all()  # every sample since is trained on
     held = [fs.index[masks[b]] for b in ("val", "cal", "test")]
-    for a, b in itertools.pairwise([train[train < since], *held]):
-        assert a.max() + pd.Timedelta(minutes=60) < b.min()
+    for block in (train[train < since], *held[:2]):
+        assert block.max() + pd.Timedelta(minutes=60) < held[2].min()
     assert held[-1].max() + pd.Timedelta(minutes=60) < since  # the held-out blocks end an embargo before
     # a controller in charge for most of the history: only the newest max_recent_share is trained on first
     masks = split_blocks(fs.index, SMALL, pd.Timedelta(minutes=60), recent_from=fs.index[10])
