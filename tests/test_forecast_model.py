@@ -163,6 +163,16 @@ def test_interleaved_split_trains_on_every_part_of_the_history(history: pd.DataF
     assert not (masks["val"] & masks["cal"]).any() and not (masks["train"] & masks["val"]).any()
 
 
+def test_a_history_too_short_for_day_long_chunks_keeps_the_newest_layout() -> None:
+    embargo = pd.Timedelta(minutes=60)
+    short = pd.date_range("2023-07-01", periods=9 * 288, freq="5min", tz="UTC")  # the quick start's 9 days
+    masks = split_blocks(short, SMALL, embargo)
+    assert all((masks[b] == m).all() for b, m in split_blocks(short, replace(SMALL, holdout="newest"), embargo).items())
+    longer = pd.date_range("2023-07-01", periods=15 * 288, freq="5min", tz="UTC")
+    val = longer[split_blocks(longer, SMALL, embargo)["val"]]
+    assert val.max() - val.min() > pd.Timedelta(days=5)  # spread, not one block
+
+
 def test_what_the_controller_did_is_trained_on_not_held_out(history: pd.DataFrame) -> None:
     fs = build_samples(history, FeatureSpec())
     since = fs.index[int(0.9 * len(fs.index))]  # CoolPilot took control for the newest tenth
