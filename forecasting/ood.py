@@ -50,7 +50,7 @@ class KnnOod:
     columns: IntArray
     n_state: int
     k: int
-    scale: float  # 99th-percentile k-NN distance of training data [standardised units]
+    scale: float  # 99th-percentile k-NN distance of held-out (or training) rows [standardised units]
     low: FloatArray | None = None  # (len(columns),) training minimum per column [standardised]
     high: FloatArray | None = None  # (len(columns),) training maximum per column [standardised]
     range_tolerance: float = RANGE_TOLERANCE
