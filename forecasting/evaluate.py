@@ -9,7 +9,7 @@ but left out of the score, so that models with and without it compare fairly.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -61,14 +61,30 @@ def ensemble_metrics(model: EnsembleForecaster, x: FloatArray, y: FloatArray) ->
     return out
 
 
-def evaluate_on_window(model: EnsembleForecaster, frame: pd.DataFrame, start: pd.Timestamp,
-                       end: pd.Timestamp) -> dict[str, Any]:
-    """Metrics of any stored model on samples with times in [start, end], from its own features."""
+class WindowSamples(NamedTuple):
+    """A model's own feature rows for the sample times in a window."""
+
+    index_ns: npt.NDArray[np.int64]  # sample times [ns since epoch, UTC]
+    x: FloatArray
+    y: FloatArray
+
+
+def window_samples(model: EnsembleForecaster, frame: pd.DataFrame, start: pd.Timestamp,
+                   end: pd.Timestamp) -> WindowSamples:
+    """Samples with times in [start, end], from ``model``'s own features; ValueError if none."""
     fs = build_samples(frame, model.spec)
     mask = (fs.index >= start) & (fs.index <= end)
     if not mask.any():
         raise ValueError(f"no complete samples between {start.isoformat()} and {end.isoformat()}")
-    return ensemble_metrics(model, fs.x[mask], fs.y[mask])
+    return WindowSamples(fs.index[mask].as_unit("ns").asi8, fs.x[mask], fs.y[mask])
+
+
+def evaluate_on_window(model: EnsembleForecaster, frame: pd.DataFrame, start: pd.Timestamp,
+                       end: pd.Timestamp, samples: WindowSamples | None = None) -> dict[str, Any]:
+    """Metrics of any stored model on samples with times in [start, end], from its own features
+    (``samples``: that model's `window_samples`, when the caller has them already)."""
+    s = samples if samples is not None else window_samples(model, frame, start, end)
+    return ensemble_metrics(model, s.x, s.y)
 
 
 #: The baselines an ensemble must not lose to (persistence is reported, never decides).
@@ -114,25 +130,24 @@ def _paired_excess(d: FloatArray) -> dict[str, Any]:
 
 
 def compare_models_on_window(challenger: EnsembleForecaster, champion: EnsembleForecaster, frame: pd.DataFrame,
-                             start: pd.Timestamp, end: pd.Timestamp) -> dict[str, dict[str, Any]]:
+                             start: pd.Timestamp, end: pd.Timestamp,
+                             champion_samples: WindowSamples | None = None) -> dict[str, dict[str, Any]]:
     """Per scored target, the challenger's excess absolute error over the champion's, paired.
 
     Each model is fed its own features; only the sample times both can score in
     [start, end] count, in hourly blocks (`_paired_excess`): ``worse`` means worse
     beyond noise. Why: a challenger that has learned the newest days is judged on an
     older window; losing there by a fraction of a per cent is no reason to keep a
-    champion that has never seen the plant as it is now.
+    champion that has never seen the plant as it is now. Features are built once per
+    feature spec (``champion_samples``: the champion's, when the caller has them).
     """
-    rows = []
-    for model in (challenger, champion):
-        fs = build_samples(frame, model.spec)
-        mask = (fs.index >= start) & (fs.index <= end)
-        rows.append((fs.index[mask].asi8, fs.x[mask], fs.y[mask], model))
-    common, ia, ib = np.intersect1d(rows[0][0], rows[1][0], return_indices=True)
+    b = champion_samples if champion_samples is not None else window_samples(champion, frame, start, end)
+    a = b if challenger.spec == champion.spec else window_samples(challenger, frame, start, end)
+    common, ia, ib = np.intersect1d(a.index_ns, b.index_ns, return_indices=True)
     if not len(common):
         raise ValueError(f"no samples both models can score between {start.isoformat()} and {end.isoformat()}")
-    pred_a = rows[0][3].predict_rows(rows[0][1][ia], with_ood=False).mean
-    pred_b = rows[1][3].predict_rows(rows[1][1][ib], with_ood=False).mean
-    y = rows[0][2][ia]
+    pred_a = challenger.predict_rows(a.x[ia], with_ood=False).mean
+    pred_b = champion.predict_rows(b.x[ib], with_ood=False).mean
+    y = a.y[ia]
     return {t: {"samples": len(common), **_paired_excess(np.abs(y[:, j] - pred_a[:, j]) - np.abs(y[:, j] - pred_b[:, j]))}
             for j, t in enumerate(TARGETS)}

@@ -26,7 +26,12 @@ import sqlalchemy as sa
 
 from db import records
 from forecasting.artifact import SIDECAR_FILE, ArtifactError, load_artifact, save_artifact, sha256_file
-from forecasting.evaluate import PROMOTION_BASELINES, compare_models_on_window, evaluate_on_window
+from forecasting.evaluate import (
+    PROMOTION_BASELINES,
+    compare_models_on_window,
+    evaluate_on_window,
+    window_samples,
+)
 from forecasting.model import EnsembleForecaster
 from forecasting.train import TrainResult
 
@@ -238,9 +243,10 @@ def register_trained(engine: sa.Engine, result: TrainResult, frame: pd.DataFrame
         start, end = (pd.Timestamp(t) for t in result.report["window"]["test"])
         try:
             champ_model = load_model(champ)
-            champ_score = float(evaluate_on_window(champ_model, frame, start, end)["score"])
+            champ_rows = window_samples(champ_model, frame, start, end)
+            champ_score = float(evaluate_on_window(champ_model, frame, start, end, champ_rows)["score"])
             if champ_score <= challenger_score and _trained_later(result.report, champ.meta):
-                paired = compare_models_on_window(model, champ_model, frame, start, end)
+                paired = compare_models_on_window(model, champ_model, frame, start, end, champ_rows)
                 fresher = not any(p["worse"] for p in paired.values())
         except (ArtifactError, ValueError) as exc:
             note = f" ({exc})"
