@@ -187,6 +187,12 @@ class ThresholdSettings(_Strict):
     # too strict where the model is sure of a small saving and too lax where it is
     # unsure of a large one. Unset, or a model that does not report its members: the pct.
     min_saving_sigma: float | None = Field(default=None, ge=0.0, le=10.0)
+    # With the facility objective, a candidate's predicted IT-power *saving* against
+    # holding counts only beyond this many of the ensemble members' standard deviations
+    # of that difference (an IT-power *cost* always counts in full): IT models predict
+    # small spurious differences between candidates, and the optimiser would chase them
+    # (``controller.selection.it_change_kw``). 0: the mean difference counts.
+    it_saving_sigma: float = Field(default=2.0, ge=0.0, le=10.0)
     # Forecast drift: once the mean relative error of the last ``forecast_error_window``
     # matured cooling-power forecasts exceeds this share, the model is withdrawn (the
     # rules decide) and retraining is requested (``controller.service.forecast_check``).

@@ -42,19 +42,45 @@ def resolve_objective(setting: str, forecast: Forecast | None) -> Objective:
     return "facility" if has_it else "cooling"
 
 
-def objective_kw(forecast: Forecast, objective: Objective) -> tuple[FloatArray, FloatArray]:
+def objective_kw(forecast: Forecast, objective: Objective, hold_index: int = 0,
+                 it_saving_sigma: float = 0.0) -> tuple[FloatArray, FloatArray]:
     """Predicted power [kW] the candidates are ranked by, and its std [kW].
 
     Facility: cooling + IT, stds combined as independent. Other loads (lighting, UPS
-    losses) do not depend on the setpoints and cancel in every comparison.
+    losses) do not depend on the setpoints and cancel in every comparison. The IT term
+    is holding's IT power plus each candidate's ``it_change_kw`` against it.
     """
     cool = np.asarray(forecast.cooling_power_kw, dtype=np.float64)
     cool_std = np.asarray(forecast.cooling_power_std_kw, dtype=np.float64)
     if objective == "facility" and forecast.it_power_kw is not None and forecast.it_power_std_kw is not None:
         it = np.asarray(forecast.it_power_kw, dtype=np.float64)
         it_std = np.asarray(forecast.it_power_std_kw, dtype=np.float64)
+        it = it[hold_index] + it_change_kw(forecast, hold_index, it_saving_sigma)
         return cool + it, np.sqrt(cool_std ** 2 + it_std ** 2)
     return cool, cool_std
+
+
+def it_change_kw(forecast: Forecast, hold_index: int, sigma: float) -> FloatArray:
+    """Per candidate, the IT power [kW] it adds against holding: a saving only beyond the members' doubt.
+
+    Why: IT power depends on the setpoints only through server fans above an inlet
+    knee, and on many sites not at all; an IT model still predicts small differences
+    between candidates from noise and confounding (warm air on light-load days), and
+    the optimiser picks the candidates whose noise looks like a saving. A predicted IT
+    *saving* is therefore shrunk by ``sigma`` times the ensemble members' standard
+    deviation of that difference (and never turned into a cost); a predicted IT *cost*
+    counts in full, so warmer air that the model says costs fan power is never
+    discounted. Without members, or ``sigma`` 0, the mean difference.
+    """
+    it = np.asarray(forecast.it_power_kw, dtype=np.float64)
+    change = it - it[hold_index]
+    members = forecast.it_power_members_kw
+    if sigma <= 0.0 or members is None:
+        return np.asarray(change, dtype=np.float64)
+    m = np.asarray(members, dtype=np.float64)
+    doubt = (m - m[:, hold_index:hold_index + 1]).std(axis=0)
+    shrunk = np.minimum(change + sigma * doubt, 0.0)
+    return np.asarray(np.where(change < 0.0, shrunk, change), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -110,7 +136,7 @@ def _saving_need(thresholds: ThresholdSettings) -> str:
 
 
 def risk_adjusted_kw(forecast: Forecast, thresholds: ThresholdSettings,
-                     objective: Objective = "cooling") -> FloatArray:
+                     objective: Objective = "cooling", hold_index: int = 0) -> FloatArray:
     """Power the candidates are ranked by [kW]: the objective's mean + ``power_risk_k`` * std.
 
     Why: out of thousands of candidates the cheapest-looking one tends to be one whose
@@ -118,7 +144,7 @@ def risk_adjusted_kw(forecast: Forecast, thresholds: ThresholdSettings,
     its uncertainty prefers well-known ones. Off by default (k = 0): in the Leesburg
     July ablation (``docs/results.md``) k = 1 held more and saved less.
     """
-    mean, std = objective_kw(forecast, objective)
+    mean, std = objective_kw(forecast, objective, hold_index, thresholds.it_saving_sigma)
     k = thresholds.power_risk_k
     return mean if k == 0.0 else np.asarray(mean + k * std, dtype=np.float64)
 
@@ -156,7 +182,7 @@ def failure_masks(
     The saving is judged on the objective's power; the cooling-power uncertainty against
     the larger of a share of predicted cooling power and an absolute floor.
     """
-    power, _ = objective_kw(forecast, objective)
+    power, _ = objective_kw(forecast, objective, hold_index, thresholds.it_saving_sigma)
     cooling = np.asarray(forecast.cooling_power_kw, dtype=np.float64)
     # the IT forecast's spread is mostly the state's (common to every candidate, it cancels
     # in the comparison): the absolute gate judges the cooling forecast's spread; the
@@ -165,7 +191,7 @@ def failure_masks(
     paired = paired_std_kw(forecast, hold_index, objective) if wants_paired else None
     power_std = (paired if paired is not None and thresholds.power_uncertainty == "paired"
                  else np.asarray(forecast.cooling_power_std_kw, dtype=np.float64))
-    cost = risk_adjusted_kw(forecast, thresholds, objective)
+    cost = risk_adjusted_kw(forecast, thresholds, objective, hold_index)
     finite = np.ones(len(power), dtype=bool)
     for arr in (power, power_std, forecast.rack_inlet_max_c, forecast.rack_inlet_std_c, forecast.ood_score):
         finite &= np.isfinite(arr)
@@ -225,7 +251,7 @@ def select(
     rejected = {r: int((first_fail == r).sum()) for r in REASONS if (first_fail == r).any()}
     with np.errstate(invalid="ignore", over="ignore"):
         upper = rack_inlet_upper_c(forecast, safety)
-    power = risk_adjusted_kw(forecast, thresholds, objective)
+    power = risk_adjusted_kw(forecast, thresholds, objective, hold_index)
     power = np.where(np.isfinite(power), power, np.inf)
     if good.any():
         order = np.flatnonzero(good)[np.argsort(power[good], kind="stable")]

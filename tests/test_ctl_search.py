@@ -11,7 +11,7 @@ from controller.candidates import box_arrays, coupling_ok, initial_candidates, r
 from controller.config import SafetySettings, ThresholdSettings
 from controller.optimizer import ModelError, optimise, score, what_if_rows
 from controller.safety import allowed_box
-from controller.selection import select
+from controller.selection import it_change_kw, objective_kw, select
 from db.roles import SETPOINT_ROLES
 from forecasting.protocol import Forecast
 from tests._ctl_support import START_SETPOINTS, PhysicsForecaster, config, window
@@ -177,3 +177,38 @@ def test_what_if_moves_each_role_one_step_each_way() -> None:
         assert abs(moved) == pytest.approx(ENV.bounds(role).max_step_k)
     chw_up = next(r for r in rows if r["role"] == "chw_supply_sp_c" and r["step_k"] > 0)
     assert chw_up["cooling_power_kw"] < rows[0]["cooling_power_kw"]
+
+
+def _with_it(fc: Forecast, it: list[float], members: list[list[float]]) -> Forecast:
+    """``fc`` with an IT forecast: means ``it`` [kW] and per-member rows ``members`` (M, N) [kW]."""
+    arr = np.asarray(it, dtype=float)
+    return replace(fc, it_power_kw=arr, it_power_std_kw=np.full(len(arr), 5.0),
+                   it_power_lo_kw=arr - 8.0, it_power_hi_kw=arr + 8.0,
+                   it_power_members_kw=np.asarray(members, dtype=float))
+
+
+def test_an_it_saving_inside_the_members_doubt_does_not_make_a_move_but_an_it_cost_counts_in_full() -> None:
+    # hold: 100 kW cooling + 500 kW IT. Candidate 1 costs 0.2 kW more cooling and
+    # "saves" 1 kW of IT power that the members disagree about (+-1 kW); candidate 2
+    # saves 3 kW of cooling but the members agree it costs 2.5 kW of IT power.
+    fc = fake_forecast([100.0, 100.2, 97.0], [22, 22, 22])
+    fc = _with_it(fc, [500.0, 499.0, 502.5], [[500, 498, 502.5], [500, 500, 502.5]])
+    naive = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_pct=0.6, it_saving_sigma=0.0),
+                   objective="facility")
+    assert (naive.index, naive.outcome) == (1, "optimised")  # the mean alone chases the noise (0.8 kW)
+    # default 2 sigma: candidate 1 saves nothing (1 - 2 x 1 kW), candidate 2 nets 3.0 - 2.5 = 0.5 kW
+    sure = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_pct=0.6), objective="facility")
+    assert sure.outcome == "hold"
+    costs = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_pct=0.4), objective="facility")
+    assert (costs.index, costs.outcome) == (2, "optimised")  # its IT cost counted in full, not shrunk
+
+
+def test_it_change_shrinks_savings_by_the_members_doubt_never_past_zero_and_keeps_costs() -> None:
+    fc = _with_it(fake_forecast([10.0] * 4, [22] * 4), [50.0, 47.0, 49.5, 52.0],
+                  [[50, 46, 49.0, 52], [50, 48, 50.0, 52]])
+    change = it_change_kw(fc, 0, 2.0)
+    # doubts 0, 1, 0.5, 0: a 3 kW saving keeps 1 kW; a 0.5 kW saving within 2 x 0.5 is none; a cost is kept
+    assert change == pytest.approx([0.0, -1.0, 0.0, 2.0])
+    assert it_change_kw(fc, 0, 0.0) == pytest.approx([0.0, -3.0, -0.5, 2.0])
+    power, _ = objective_kw(fc, "facility", 0, 2.0)
+    assert power == pytest.approx([60.0, 59.0, 60.0, 62.0])
