@@ -43,43 +43,47 @@ def resolve_objective(setting: str, forecast: Forecast | None) -> Objective:
 
 
 def objective_kw(forecast: Forecast, objective: Objective, hold_index: int = 0,
-                 it_saving_sigma: float = 0.0) -> tuple[FloatArray, FloatArray]:
+                 thresholds: ThresholdSettings | None = None) -> tuple[FloatArray, FloatArray]:
     """Predicted power [kW] the candidates are ranked by, and its std [kW].
 
     Facility: cooling + IT, stds combined as independent. Other loads (lighting, UPS
     losses) do not depend on the setpoints and cancel in every comparison. The IT term
-    is holding's IT power plus each candidate's ``it_change_kw`` against it.
+    is holding's IT power plus each candidate's ``it_change_kw`` against it (with
+    ``thresholds``' IT-saving settings; without them, the mean difference).
     """
     cool = np.asarray(forecast.cooling_power_kw, dtype=np.float64)
     cool_std = np.asarray(forecast.cooling_power_std_kw, dtype=np.float64)
     if objective == "facility" and forecast.it_power_kw is not None and forecast.it_power_std_kw is not None:
         it = np.asarray(forecast.it_power_kw, dtype=np.float64)
         it_std = np.asarray(forecast.it_power_std_kw, dtype=np.float64)
-        it = it[hold_index] + it_change_kw(forecast, hold_index, it_saving_sigma)
+        sigma, floor = (0.0, 0.0) if thresholds is None else (thresholds.it_saving_sigma,
+                                                              thresholds.it_saving_floor_pct)
+        it = it[hold_index] + it_change_kw(forecast, hold_index, sigma, floor)
         return cool + it, np.sqrt(cool_std ** 2 + it_std ** 2)
     return cool, cool_std
 
 
-def it_change_kw(forecast: Forecast, hold_index: int, sigma: float) -> FloatArray:
-    """Per candidate, the IT power [kW] it adds against holding: a saving only beyond the members' doubt.
+def it_change_kw(forecast: Forecast, hold_index: int, sigma: float, floor_pct: float = 0.0) -> FloatArray:
+    """Per candidate, the IT power [kW] it adds against holding: a saving only beyond what is known.
 
     Why: IT power depends on the setpoints only through server fans above an inlet
     knee, and on many sites not at all; an IT model still predicts small differences
-    between candidates from noise and confounding (warm air on light-load days), and
-    the optimiser picks the candidates whose noise looks like a saving. A predicted IT
-    *saving* is therefore shrunk by ``sigma`` times the ensemble members' standard
-    deviation of that difference (and never turned into a cost); a predicted IT *cost*
-    counts in full, so warmer air that the model says costs fan power is never
-    discounted. Without members, or ``sigma`` 0, the mean difference.
+    between candidates (from load that warmed the air in the history), and the optimiser
+    picks the candidates whose error looks like a saving. A predicted IT *saving* is
+    therefore shrunk by the larger of ``sigma`` times the ensemble members' standard
+    deviation of that difference and ``floor_pct`` % of holding's IT power (what an IT
+    meter can resolve: a saving below it can never be verified), and never turned into
+    a cost. A predicted IT *cost* counts in full: warmer air whose fan power the model
+    foresees is never discounted.
     """
     it = np.asarray(forecast.it_power_kw, dtype=np.float64)
     change = it - it[hold_index]
+    doubt = np.full(len(it), floor_pct / 100.0 * abs(float(it[hold_index])))
     members = forecast.it_power_members_kw
-    if sigma <= 0.0 or members is None:
-        return np.asarray(change, dtype=np.float64)
-    m = np.asarray(members, dtype=np.float64)
-    doubt = (m - m[:, hold_index:hold_index + 1]).std(axis=0)
-    shrunk = np.minimum(change + sigma * doubt, 0.0)
+    if sigma > 0.0 and members is not None:
+        m = np.asarray(members, dtype=np.float64)
+        doubt = np.maximum(doubt, sigma * (m - m[:, hold_index:hold_index + 1]).std(axis=0))
+    shrunk = np.minimum(change + doubt, 0.0)
     return np.asarray(np.where(change < 0.0, shrunk, change), dtype=np.float64)
 
 
@@ -144,7 +148,7 @@ def risk_adjusted_kw(forecast: Forecast, thresholds: ThresholdSettings,
     its uncertainty prefers well-known ones. Off by default (k = 0): in the Leesburg
     July ablation (``docs/results.md``) k = 1 held more and saved less.
     """
-    mean, std = objective_kw(forecast, objective, hold_index, thresholds.it_saving_sigma)
+    mean, std = objective_kw(forecast, objective, hold_index, thresholds)
     k = thresholds.power_risk_k
     return mean if k == 0.0 else np.asarray(mean + k * std, dtype=np.float64)
 
@@ -182,7 +186,7 @@ def failure_masks(
     The saving is judged on the objective's power; the cooling-power uncertainty against
     the larger of a share of predicted cooling power and an absolute floor.
     """
-    power, _ = objective_kw(forecast, objective, hold_index, thresholds.it_saving_sigma)
+    power, _ = objective_kw(forecast, objective, hold_index, thresholds)
     cooling = np.asarray(forecast.cooling_power_kw, dtype=np.float64)
     # the IT forecast's spread is mostly the state's (common to every candidate, it cancels
     # in the comparison): the absolute gate judges the cooling forecast's spread; the

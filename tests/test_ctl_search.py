@@ -193,7 +193,8 @@ def test_an_it_saving_inside_the_members_doubt_does_not_make_a_move_but_an_it_co
     # saves 3 kW of cooling but the members agree it costs 2.5 kW of IT power.
     fc = fake_forecast([100.0, 100.2, 97.0], [22, 22, 22])
     fc = _with_it(fc, [500.0, 499.0, 502.5], [[500, 498, 502.5], [500, 500, 502.5]])
-    naive = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_pct=0.6, it_saving_sigma=0.0),
+    naive = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_pct=0.6, it_saving_sigma=0.0,
+                                                                   it_saving_floor_pct=0.0),
                    objective="facility")
     assert (naive.index, naive.outcome) == (1, "optimised")  # the mean alone chases the noise (0.8 kW)
     # default 2 sigma: candidate 1 saves nothing (1 - 2 x 1 kW), candidate 2 nets 3.0 - 2.5 = 0.5 kW
@@ -210,5 +211,17 @@ def test_it_change_shrinks_savings_by_the_members_doubt_never_past_zero_and_keep
     # doubts 0, 1, 0.5, 0: a 3 kW saving keeps 1 kW; a 0.5 kW saving within 2 x 0.5 is none; a cost is kept
     assert change == pytest.approx([0.0, -1.0, 0.0, 2.0])
     assert it_change_kw(fc, 0, 0.0) == pytest.approx([0.0, -3.0, -0.5, 2.0])
-    power, _ = objective_kw(fc, "facility", 0, 2.0)
+    power, _ = objective_kw(fc, "facility", 0, ThresholdSettings(it_saving_floor_pct=0.0))
     assert power == pytest.approx([60.0, 59.0, 60.0, 62.0])
+    # a floor of 10 % of holding's 50 kW (5 kW) leaves no saving at all, and costs untouched
+    assert it_change_kw(fc, 0, 2.0, floor_pct=10.0) == pytest.approx([0.0, 0.0, 0.0, 2.0])
+
+
+def test_an_it_saving_the_members_agree_on_but_below_the_meters_resolution_does_not_count() -> None:
+    # 700 kW of IT power; every member predicts a 1.3 kW IT saving for candidate 1 (no
+    # doubt among them), which is below 0.5 % of 700 kW (3.5 kW): no meter could verify it
+    fc = fake_forecast([35.0, 35.05], [22, 21])
+    fc = _with_it(fc, [700.0, 698.7], [[700.0, 698.7]] * 3)
+    assert select(fc, 0, SafetySettings(), ThresholdSettings(), objective="facility").outcome == "hold"
+    no_floor = ThresholdSettings(it_saving_floor_pct=0.0)
+    assert select(fc, 0, SafetySettings(), no_floor, objective="facility").index == 1
