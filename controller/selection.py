@@ -48,43 +48,43 @@ def objective_kw(forecast: Forecast, objective: Objective, hold_index: int = 0,
 
     Facility: cooling + IT, stds combined as independent. Other loads (lighting, UPS
     losses) do not depend on the setpoints and cancel in every comparison. The IT term
-    is holding's IT power plus each candidate's ``it_change_kw`` against it (with
-    ``thresholds``' IT-saving settings; without them, the mean difference).
+    is, given ``thresholds``, holding's IT power plus each candidate's ``it_change_kw``
+    (only physical, resolved IT savings count); without them, the mean prediction.
     """
     cool = np.asarray(forecast.cooling_power_kw, dtype=np.float64)
     cool_std = np.asarray(forecast.cooling_power_std_kw, dtype=np.float64)
     if objective == "facility" and forecast.it_power_kw is not None and forecast.it_power_std_kw is not None:
         it = np.asarray(forecast.it_power_kw, dtype=np.float64)
         it_std = np.asarray(forecast.it_power_std_kw, dtype=np.float64)
-        sigma, floor = (0.0, 0.0) if thresholds is None else (thresholds.it_saving_sigma,
-                                                              thresholds.it_saving_floor_pct)
-        it = it[hold_index] + it_change_kw(forecast, hold_index, sigma, floor)
+        if thresholds is not None:
+            it = it[hold_index] + it_change_kw(forecast, hold_index, thresholds.it_saving_sigma)
         return cool + it, np.sqrt(cool_std ** 2 + it_std ** 2)
     return cool, cool_std
 
 
-def it_change_kw(forecast: Forecast, hold_index: int, sigma: float, floor_pct: float = 0.0) -> FloatArray:
-    """Per candidate, the IT power [kW] it adds against holding: a saving only beyond what is known.
+def it_change_kw(forecast: Forecast, hold_index: int, sigma: float) -> FloatArray:
+    """Per candidate, the IT power [kW] it adds against holding; a saving only where physical and resolved.
 
-    Why: IT power depends on the setpoints only through server fans above an inlet
-    knee, and on many sites not at all; an IT model still predicts small differences
-    between candidates (from load that warmed the air in the history), and the optimiser
-    picks the candidates whose error looks like a saving. A predicted IT *saving* is
-    therefore shrunk by the larger of ``sigma`` times the ensemble members' standard
-    deviation of that difference and ``floor_pct`` % of holding's IT power (what an IT
-    meter can resolve: a saving below it can never be verified), and never turned into
-    a cost. A predicted IT *cost* counts in full: warmer air whose fan power the model
-    foresees is never discounted.
+    Why: servers draw power as a function of their inlet temperature (fans, leakage),
+    so the setpoints can change IT power only through the inlet, and warmer air never
+    lowers it. An IT model still predicts differences between candidates that the
+    plant does not have (on the twin, whose IT power is flat below a 25 C inlet knee:
+    +-1-3 kW for a 1 K step of condenser water that leaves the inlet unchanged), and the
+    optimiser picks exactly the candidates whose error looks like a saving. So a
+    predicted IT *saving* counts only for a candidate whose predicted hottest inlet is
+    cooler than holding's and whose saving is at least ``sigma`` times the ensemble
+    members' standard deviation of it; a predicted IT *cost* always counts in full, so
+    warmer air is never let off its fan power. Without members, the sign rule alone.
     """
     it = np.asarray(forecast.it_power_kw, dtype=np.float64)
     change = it - it[hold_index]
-    doubt = np.full(len(it), floor_pct / 100.0 * abs(float(it[hold_index])))
+    inlet = np.asarray(forecast.rack_inlet_max_c, dtype=np.float64)
+    physical = inlet < inlet[hold_index]
     members = forecast.it_power_members_kw
     if sigma > 0.0 and members is not None:
         m = np.asarray(members, dtype=np.float64)
-        doubt = np.maximum(doubt, sigma * (m - m[:, hold_index:hold_index + 1]).std(axis=0))
-    shrunk = np.minimum(change + doubt, 0.0)
-    return np.asarray(np.where(change < 0.0, shrunk, change), dtype=np.float64)
+        physical &= np.abs(change) >= sigma * (m - m[:, hold_index:hold_index + 1]).std(axis=0)
+    return np.asarray(np.where((change >= 0.0) | physical, change, 0.0), dtype=np.float64)
 
 
 @dataclass(frozen=True)

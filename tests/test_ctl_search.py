@@ -187,41 +187,30 @@ def _with_it(fc: Forecast, it: list[float], members: list[list[float]]) -> Forec
                    it_power_members_kw=np.asarray(members, dtype=float))
 
 
-def test_an_it_saving_inside_the_members_doubt_does_not_make_a_move_but_an_it_cost_counts_in_full() -> None:
-    # hold: 100 kW cooling + 500 kW IT. Candidate 1 costs 0.2 kW more cooling and
-    # "saves" 1 kW of IT power that the members disagree about (+-1 kW); candidate 2
-    # saves 3 kW of cooling but the members agree it costs 2.5 kW of IT power.
-    fc = fake_forecast([100.0, 100.2, 97.0], [22, 22, 22])
-    fc = _with_it(fc, [500.0, 499.0, 502.5], [[500, 498, 502.5], [500, 500, 502.5]])
-    naive = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_pct=0.6, it_saving_sigma=0.0,
-                                                                   it_saving_floor_pct=0.0),
-                   objective="facility")
-    assert (naive.index, naive.outcome) == (1, "optimised")  # the mean alone chases the noise (0.8 kW)
-    # default 2 sigma: candidate 1 saves nothing (1 - 2 x 1 kW), candidate 2 nets 3.0 - 2.5 = 0.5 kW
-    sure = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_pct=0.6), objective="facility")
-    assert sure.outcome == "hold"
+def test_only_a_physical_resolved_it_saving_makes_a_move_and_an_it_cost_counts_in_full() -> None:
+    # hold: 100 kW cooling + 500 kW IT at a 22 C inlet. Candidate 1 (0.2 kW more cooling)
+    # "saves" 1 kW of IT power at a warmer inlet: servers never draw less at warmer air.
+    # Candidate 2 saves 3 kW of cooling but the members agree it costs 2.5 kW of IT power.
+    fc = fake_forecast([100.0, 100.2, 97.0], [22.0, 22.5, 22.4])
+    fc = _with_it(fc, [500.0, 499.0, 502.5], [[500, 499.0, 502.5], [500, 499.0, 502.5]])
+    naive = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_pct=0.6), objective="facility")
+    assert naive.outcome == "hold"  # candidate 1's IT saving is not physical; candidate 2 nets 0.5 kW
     costs = select(fc, 0, SafetySettings(), ThresholdSettings(min_saving_pct=0.4), objective="facility")
-    assert (costs.index, costs.outcome) == (2, "optimised")  # its IT cost counted in full, not shrunk
+    assert (costs.index, costs.outcome) == (2, "optimised")  # its IT cost counted in full, not dropped
+    # the same IT saving at a cooler inlet, resolved by the members (zero doubt), counts
+    cooler = replace(fc, rack_inlet_max_c=np.array([22.0, 21.6, 22.4]))
+    assert select(cooler, 0, SafetySettings(), ThresholdSettings(min_saving_pct=0.6),
+                  objective="facility").index == 1
 
 
-def test_it_change_shrinks_savings_by_the_members_doubt_never_past_zero_and_keeps_costs() -> None:
-    fc = _with_it(fake_forecast([10.0] * 4, [22] * 4), [50.0, 47.0, 49.5, 52.0],
-                  [[50, 46, 49.0, 52], [50, 48, 50.0, 52]])
-    change = it_change_kw(fc, 0, 2.0)
-    # doubts 0, 1, 0.5, 0: a 3 kW saving keeps 1 kW; a 0.5 kW saving within 2 x 0.5 is none; a cost is kept
-    assert change == pytest.approx([0.0, -1.0, 0.0, 2.0])
-    assert it_change_kw(fc, 0, 0.0) == pytest.approx([0.0, -3.0, -0.5, 2.0])
-    power, _ = objective_kw(fc, "facility", 0, ThresholdSettings(it_saving_floor_pct=0.0))
-    assert power == pytest.approx([60.0, 59.0, 60.0, 62.0])
-    # a floor of 10 % of holding's 50 kW (5 kW) leaves no saving at all, and costs untouched
-    assert it_change_kw(fc, 0, 2.0, floor_pct=10.0) == pytest.approx([0.0, 0.0, 0.0, 2.0])
-
-
-def test_an_it_saving_the_members_agree_on_but_below_the_meters_resolution_does_not_count() -> None:
-    # 700 kW of IT power; every member predicts a 1.3 kW IT saving for candidate 1 (no
-    # doubt among them), which is below 0.5 % of 700 kW (3.5 kW): no meter could verify it
-    fc = fake_forecast([35.0, 35.05], [22, 21])
-    fc = _with_it(fc, [700.0, 698.7], [[700.0, 698.7]] * 3)
-    assert select(fc, 0, SafetySettings(), ThresholdSettings(), objective="facility").outcome == "hold"
-    no_floor = ThresholdSettings(it_saving_floor_pct=0.0)
-    assert select(fc, 0, SafetySettings(), no_floor, objective="facility").index == 1
+def test_it_change_keeps_costs_and_resolved_savings_at_a_cooler_inlet_and_drops_the_rest() -> None:
+    # inlets: hold 22, then cooler, cooler, warmer, cooler; members' doubts 0, 0.5, 1, 0, 0
+    fc = _with_it(fake_forecast([10.0] * 5, [22.0, 21.0, 21.0, 23.0, 21.5]), [50.0, 47.0, 47.0, 48.0, 52.0],
+                  [[50, 46.5, 46, 48, 52], [50, 47.5, 48, 48, 52]])
+    # 3 kW >= 5 x 0.5: kept; 3 kW < 5 x 1: dropped; a saving at a warmer inlet: dropped; a cost: kept
+    assert it_change_kw(fc, 0, 5.0) == pytest.approx([0.0, -3.0, 0.0, 0.0, 2.0])
+    assert it_change_kw(fc, 0, 0.0) == pytest.approx([0.0, -3.0, -3.0, 0.0, 2.0])  # the sign rule alone
+    power, _ = objective_kw(fc, "facility", 0, ThresholdSettings())
+    assert power == pytest.approx([60.0, 57.0, 60.0, 60.0, 62.0])
+    raw, _ = objective_kw(fc, "facility")  # without thresholds: the mean prediction
+    assert raw == pytest.approx([60.0, 57.0, 57.0, 58.0, 62.0])
