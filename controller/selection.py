@@ -49,7 +49,7 @@ def objective_kw(forecast: Forecast, objective: Objective, hold_index: int = 0,
     Facility: cooling + IT, stds combined as independent. Other loads (lighting, UPS
     losses) do not depend on the setpoints and cancel in every comparison. The IT term
     is, given ``thresholds``, holding's IT power plus each candidate's ``it_change_kw``
-    (only physical, resolved IT savings count); without them, the mean prediction.
+    (only physical, resolved IT changes count); without them, the mean prediction.
     """
     cool = np.asarray(forecast.cooling_power_kw, dtype=np.float64)
     cool_std = np.asarray(forecast.cooling_power_std_kw, dtype=np.float64)
@@ -63,28 +63,28 @@ def objective_kw(forecast: Forecast, objective: Objective, hold_index: int = 0,
 
 
 def it_change_kw(forecast: Forecast, hold_index: int, sigma: float) -> FloatArray:
-    """Per candidate, the IT power [kW] it adds against holding; a saving only where physical and resolved.
+    """Per candidate, the IT power [kW] it adds against holding, where the model can know it; else 0.
 
     Why: servers draw power as a function of their inlet temperature (fans, leakage),
-    so the setpoints can change IT power only through the inlet, and warmer air never
-    lowers it. An IT model still predicts differences between candidates that the
-    plant does not have (on the twin, whose IT power is flat below a 25 C inlet knee:
-    +-1-3 kW for a 1 K step of condenser water that leaves the inlet unchanged), and the
-    optimiser picks exactly the candidates whose error looks like a saving. So a
-    predicted IT *saving* counts only for a candidate whose predicted hottest inlet is
-    cooler than holding's and whose saving is at least ``sigma`` times the ensemble
-    members' standard deviation of it; a predicted IT *cost* always counts in full, so
-    warmer air is never let off its fan power. Without members, the sign rule alone.
+    so the setpoints can change IT power only through the inlet: up with a warmer inlet,
+    down with a cooler one. An IT model still predicts differences between candidates
+    that the plant does not have (on the twin, whose IT power is flat below a 25 C inlet
+    knee: +-1-3 kW for a 1 K step of condenser water that leaves the inlet unchanged,
+    savings for warmer air), and the optimiser picks exactly the candidates whose error
+    looks like a saving. So a predicted IT change counts only where it has the sign of
+    the predicted change of the hottest inlet and is at least ``sigma`` times the ensemble
+    members' standard deviation of it; elsewhere IT power is taken as holding's. Without
+    members, the sign rule alone.
     """
     it = np.asarray(forecast.it_power_kw, dtype=np.float64)
     change = it - it[hold_index]
-    inlet = np.asarray(forecast.rack_inlet_max_c, dtype=np.float64)
-    physical = inlet < inlet[hold_index]
+    inlet_change = np.asarray(forecast.rack_inlet_max_c, dtype=np.float64) - forecast.rack_inlet_max_c[hold_index]
+    known = np.sign(change) == np.sign(inlet_change)
     members = forecast.it_power_members_kw
     if sigma > 0.0 and members is not None:
         m = np.asarray(members, dtype=np.float64)
-        physical &= np.abs(change) >= sigma * (m - m[:, hold_index:hold_index + 1]).std(axis=0)
-    return np.asarray(np.where((change >= 0.0) | physical, change, 0.0), dtype=np.float64)
+        known &= np.abs(change) >= sigma * (m - m[:, hold_index:hold_index + 1]).std(axis=0)
+    return np.asarray(np.where(known, change, 0.0), dtype=np.float64)
 
 
 @dataclass(frozen=True)
