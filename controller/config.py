@@ -187,16 +187,16 @@ class ThresholdSettings(_Strict):
     # too strict where the model is sure of a small saving and too lax where it is
     # unsure of a large one. Unset, or a model that does not report its members: the pct.
     min_saving_sigma: float | None = Field(default=None, ge=0.0, le=10.0)
-    # With the facility objective, a candidate's predicted IT-power *saving* against
-    # holding counts only where its predicted rack inlet is cooler than holding's (the
-    # setpoints reach IT power only through the inlet) and the saving is at least this
-    # many of the ensemble members' standard deviations of it; an IT-power *cost*
-    # always counts in full (``controller.selection.it_change_kw``). Why 5: the members
-    # share their training data, so their spread understates the error of a difference.
-    # Measured on the development windows' models (1 K steps): on the twin, whose IT
-    # power does not respond to the setpoints below its inlet knee, such savings had
-    # 95th percentiles of 0.1-6.6 sigma per setpoint; on the EnergyPlus models, whose
-    # servers respond, 10th percentiles of 7.9-32 sigma.
+    # With the facility objective, a candidate's predicted IT-power change against
+    # holding counts only where it has the sign of its predicted rack-inlet change (the
+    # setpoints reach IT power only through the inlet) and is at least this many of the
+    # ensemble members' standard deviations of it; elsewhere IT power is taken as
+    # holding's (``controller.selection.it_change_kw``). Why 5: the members share their
+    # training data, so their spread understates the error of a difference. Measured on
+    # the development windows' models (1 K steps): on the twin, whose IT power does not
+    # respond to the setpoints below its inlet knee, physically signed savings had 95th
+    # percentiles of 0.1-6.6 sigma per setpoint; on the EnergyPlus models, whose servers
+    # respond, 10th percentiles of 7.9-32 sigma. 0: the sign rule alone.
     it_saving_sigma: float = Field(default=5.0, ge=0.0, le=20.0)
     # Forecast drift: once the mean relative error of the last ``forecast_error_window``
     # matured cooling-power forecasts exceeds this share, the model is withdrawn (the
