@@ -148,9 +148,15 @@ def risk_adjusted_kw(forecast: Forecast, thresholds: ThresholdSettings,
     its uncertainty prefers well-known ones. Off by default (k = 0): in the Leesburg
     July ablation (``docs/results.md``) k = 1 held more and saved less.
     """
+    return _power_and_cost(forecast, thresholds, objective, hold_index)[1]
+
+
+def _power_and_cost(forecast: Forecast, thresholds: ThresholdSettings, objective: Objective,
+                    hold_index: int) -> tuple[FloatArray, FloatArray]:
+    """The objective's mean power [kW] and the risk-adjusted power [kW] candidates are ranked by."""
     mean, std = objective_kw(forecast, objective, hold_index, thresholds)
     k = thresholds.power_risk_k
-    return mean if k == 0.0 else np.asarray(mean + k * std, dtype=np.float64)
+    return mean, (mean if k == 0.0 else np.asarray(mean + k * std, dtype=np.float64))
 
 
 def rack_inlet_upper_c(forecast: Forecast, safety: SafetySettings) -> FloatArray:
@@ -179,14 +185,15 @@ def paired_std_kw(forecast: Forecast, hold_index: int, objective: Objective = "c
 
 def failure_masks(
     forecast: Forecast, hold_index: int, safety: SafetySettings, thresholds: ThresholdSettings,
-    objective: Objective = "cooling",
+    objective: Objective = "cooling", ranked: tuple[FloatArray, FloatArray] | None = None,
 ) -> dict[str, BoolArray]:
     """Per reason, the candidates that fail it (a candidate may fail several).
 
     The saving is judged on the objective's power; the cooling-power uncertainty against
-    the larger of a share of predicted cooling power and an absolute floor.
+    the larger of a share of predicted cooling power and an absolute floor. ``ranked``:
+    the objective's mean and risk-adjusted power when the caller has them already.
     """
-    power, _ = objective_kw(forecast, objective, hold_index, thresholds)
+    power, cost = ranked if ranked is not None else _power_and_cost(forecast, thresholds, objective, hold_index)
     cooling = np.asarray(forecast.cooling_power_kw, dtype=np.float64)
     # the IT forecast's spread is mostly the state's (common to every candidate, it cancels
     # in the comparison): the absolute gate judges the cooling forecast's spread; the
@@ -195,7 +202,6 @@ def failure_masks(
     paired = paired_std_kw(forecast, hold_index, objective) if wants_paired else None
     power_std = (paired if paired is not None and thresholds.power_uncertainty == "paired"
                  else np.asarray(forecast.cooling_power_std_kw, dtype=np.float64))
-    cost = risk_adjusted_kw(forecast, thresholds, objective, hold_index)
     finite = np.ones(len(power), dtype=bool)
     for arr in (power, power_std, forecast.rack_inlet_max_c, forecast.rack_inlet_std_c, forecast.ood_score):
         finite &= np.isfinite(arr)
@@ -243,7 +249,8 @@ def select(
     ``edge_notes``: bound or rate-limit notes for the chosen vector, computed by the
     caller (which knows the box), appended to ``binding``.
     """
-    masks = failure_masks(forecast, hold_index, safety, thresholds, objective)
+    ranked = _power_and_cost(forecast, thresholds, objective, hold_index)
+    masks = failure_masks(forecast, hold_index, safety, thresholds, objective, ranked)
     unsure = np.zeros(len(forecast.cooling_power_kw), dtype=bool)
     for reason in REASONS[:-1]:
         unsure |= masks[reason]
@@ -255,8 +262,7 @@ def select(
     rejected = {r: int((first_fail == r).sum()) for r in REASONS if (first_fail == r).any()}
     with np.errstate(invalid="ignore", over="ignore"):
         upper = rack_inlet_upper_c(forecast, safety)
-    power = risk_adjusted_kw(forecast, thresholds, objective, hold_index)
-    power = np.where(np.isfinite(power), power, np.inf)
+    power = np.where(np.isfinite(ranked[1]), ranked[1], np.inf)
     if good.any():
         order = np.flatnonzero(good)[np.argsort(power[good], kind="stable")]
         best = int(order[0])
