@@ -51,7 +51,7 @@ from controller.quality import clock_problem, history_age_problem, stuck_thresho
 from controller.rules import TunedRules, rule_setpoints
 from controller.safety import GateResult, Verification, allowed_box, clamped_reference, gate, verify
 from controller.seams import ActuationResult, Actuator, ReadingSource, Recorder
-from controller.selection import power_std_floor_kw
+from controller.selection import it_change_kw, power_std_floor_kw
 from db.grid import GRID, GRID_FREQ, floor_to_grid
 from db.roles import REQUIRED_MEASUREMENT_ROLES, SETPOINT_ROLES
 from forecasting.protocol import FloatArray, Forecast, Forecaster
@@ -311,9 +311,9 @@ def guard(config: Config, checked: CheckedState, proposal: Proposal, model: Fore
     return proposal, gated, final
 
 
-def _scored(opt: OptimisationResult | None, new: Mapping[str, float], hold: Mapping[str, float],
-            roles: Sequence[str]) -> tuple[Prediction, Prediction] | None:
-    """Predictions for ``new`` and ``hold`` if the search already scored exactly these vectors."""
+def _scored_rows(opt: OptimisationResult | None, new: Mapping[str, float], hold: Mapping[str, float],
+                 roles: Sequence[str]) -> tuple[int, int] | None:
+    """The search's candidate rows of ``new`` and ``hold``, if it scored exactly these vectors."""
     if opt is None or any(r not in hold or r not in new for r in roles):
         return None
     found = []
@@ -321,8 +321,33 @@ def _scored(opt: OptimisationResult | None, new: Mapping[str, float], hold: Mapp
         rows = np.flatnonzero(np.all(np.abs(opt.candidates - vector) <= 1e-12, axis=1))
         if len(rows) == 0:
             return None
-        found.append(Prediction.from_forecast_row(take(opt.forecast, int(rows[0]))))
+        found.append(int(rows[0]))
     return found[0], found[1]
+
+
+def _scored(opt: OptimisationResult | None, new: Mapping[str, float], hold: Mapping[str, float],
+            roles: Sequence[str]) -> tuple[Prediction, Prediction] | None:
+    """Predictions for ``new`` and ``hold`` if the search already scored exactly these vectors."""
+    rows = _scored_rows(opt, new, hold, roles)
+    if opt is None or rows is None:
+        return None
+    return (Prediction.from_forecast_row(take(opt.forecast, rows[0])),
+            Prediction.from_forecast_row(take(opt.forecast, rows[1])))
+
+
+def _it_set_aside_kw(config: Config, opt: OptimisationResult | None, new: Mapping[str, float],
+                     hold: Mapping[str, float]) -> float | None:
+    """The predicted IT change [kW] of ``new`` over holding that the facility search did not count.
+
+    ``controller.selection.it_change_kw`` counts an IT change only where the model can
+    know it; the decision says how much it set aside. None: no facility search scored both.
+    """
+    rows = _scored_rows(opt, new, hold, config.envelope().setpoint_roles)
+    if opt is None or rows is None or opt.objective != "facility" or opt.forecast.it_power_kw is None:
+        return None
+    it = np.asarray(opt.forecast.it_power_kw, dtype=np.float64)
+    counted = it_change_kw(opt.forecast, rows[1], config.thresholds.it_saving_sigma)[rows[0]]
+    return float(it[rows[0]] - it[rows[1]] - counted)
 
 
 @dataclass(frozen=True)
@@ -363,15 +388,17 @@ def record(config: Config, now: datetime, checked: CheckedState, planned: Plan, 
     opt = proposal.opt
     roles = config.envelope().setpoint_roles
     objective = None if opt is None else opt.objective
-    saving = None
+    saving = set_aside = None
     if preds.chosen is not None and preds.hold is not None:
-        saving = preds.hold.objective_kw(objective) - preds.chosen.objective_kw(objective)
+        set_aside = _it_set_aside_kw(config, opt, new, clamped_reference(checked.reference, config.envelope()))
+        saving = preds.hold.objective_kw(objective) - preds.chosen.objective_kw(objective) + (set_aside or 0.0)
     applies = config.mode != "advisory" and planned.write
     return Decision(
         ts=now, site_id=config.site_id, mode=config.mode, outcome=proposal.outcome, reason=proposal.reason,
         previous=dict(checked.reference), new=new, reason_code=proposal.reason_code,
         model_version=None if model is None else str(model.version),
-        chosen=preds.chosen, hold=preds.hold, expected_saving_kw=saving, objective=objective,
+        chosen=preds.chosen, hold=preds.hold, expected_saving_kw=saving, it_change_set_aside_kw=set_aside,
+        objective=objective,
         degraded_inputs=checked.degraded if proposal.model_usable else (),
         interval_level=preds.interval_level, interval_coverage=interval_coverage(model),
         verification_ok=not proposal.violations and final.ok,

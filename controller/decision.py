@@ -80,7 +80,8 @@ class Decision:
     model_version: str | None = None
     chosen: Prediction | None = None  # prediction for ``new``
     hold: Prediction | None = None  # prediction for holding ``previous``
-    expected_saving_kw: float | None = None  # of the objective's power over holding [kW]
+    expected_saving_kw: float | None = None  # objective's power over holding, as the search counted it [kW]
+    it_change_set_aside_kw: float | None = None  # predicted IT change over holding not counted [kW]
     objective: str | None = None  # facility (cooling + IT) | cooling: what the search minimised
     degraded_inputs: tuple[str, ...] = ()  # suspect non-safety roles the model ran without this cycle
     interval_level: float | None = None
@@ -206,6 +207,9 @@ class Decision:
         if self.expected_saving_kw is not None:
             what = "cooling + IT" if self.objective == "facility" else "cooling"
             lines.append(f"expected saving over holding: {self.expected_saving_kw:.1f} kW ({what} power)")
+        if self.it_change_set_aside_kw:
+            lines.append(f"predicted IT change not counted (not resolved, or against the inlet's move): "
+                         f"{self.it_change_set_aside_kw:+.1f} kW")
         if self.degraded_inputs:
             lines.append("model ran without suspect inputs: " + ", ".join(self.degraded_inputs))
         if not self.verification_ok:

@@ -64,6 +64,7 @@ def explanation(decision: Decision) -> dict[str, Any]:
         "chosen": d.chosen,
         "hold": d.hold,
         "expected_saving_kw": d.expected_saving_kw,
+        "it_change_set_aside_kw": d.it_change_set_aside_kw,
         "objective": d.objective,
         "degraded_inputs": list(d.degraded_inputs),
         "model_version": d.model_version,

@@ -32,6 +32,7 @@ class PhysicsForecaster:
     ood: float = 0.3
     version_name: str = "physics-test-1"
     inlet_offset_k: float = 1.5
+    it_per_k_chw_kw: float | None = None  # set: an IT forecast that moves with chilled water alone [kW/K]
     calls: int = 0
 
     @property
@@ -63,12 +64,18 @@ class PhysicsForecaster:
         n = len(candidates)
         p_std = self.power_std_frac * power
         i_std = np.full(n, self.inlet_std_c)
+        it_mean = it_std = it_lo = it_hi = None
+        if self.it_per_k_chw_kw is not None:  # IT power that the inlet does not explain (a model's error)
+            it_mean = it_kw + self.it_per_k_chw_kw * (chw - START_SETPOINTS["chw_supply_sp_c"])
+            it_std = np.full(n, 0.01 * it_kw)
+            it_lo, it_hi = it_mean - 1.645 * it_std, it_mean + 1.645 * it_std
         return Forecast(
             cooling_power_kw=power, cooling_power_std_kw=p_std,
             cooling_power_lo_kw=power - 1.645 * p_std, cooling_power_hi_kw=power + 1.645 * p_std,
             rack_inlet_max_c=inlet, rack_inlet_std_c=i_std,
             rack_inlet_lo_c=inlet - 1.645 * i_std, rack_inlet_hi_c=inlet + 1.645 * i_std,
-            ood_score=np.full(n, self.ood), interval_level=0.9,
+            ood_score=np.full(n, self.ood), interval_level=0.9, it_power_kw=it_mean, it_power_std_kw=it_std,
+            it_power_lo_kw=it_lo, it_power_hi_kw=it_hi,
         )
 
 

@@ -56,6 +56,22 @@ def test_auto_optimises_within_limits_and_explains_itself() -> None:
     assert d.verification_ok and d.candidates_scored >= 4000
     assert len(d.what_if) == 6 and len(d.runner_ups) == 5 and d.binding
     assert d.model_version == "physics-test-1"
+    assert d.objective == "cooling" and d.it_change_set_aside_kw is None
+
+
+def test_the_decision_says_how_much_predicted_it_change_the_facility_search_set_aside() -> None:
+    # IT power that rises with warmer chilled water while the inlet cools is a model error:
+    # the search does not count it, and the recorded saving is the one the search counted.
+    d = decide(model=PhysicsForecaster(it_per_k_chw_kw=5.0))
+    assert d.outcome == "optimised" and d.objective == "facility"
+    assert d.chosen is not None and d.hold is not None and d.expected_saving_kw is not None
+    assert d.new["chw_supply_sp_c"] > d.previous["chw_supply_sp_c"]
+    assert d.chosen.rack_inlet_max_c < d.hold.rack_inlet_max_c
+    raw_it_kw = d.chosen.it_power_kw - d.hold.it_power_kw
+    assert raw_it_kw > 1.0  # an IT cost with a cooler inlet: not physical
+    assert d.it_change_set_aside_kw == pytest.approx(raw_it_kw)
+    assert d.expected_saving_kw == pytest.approx(d.hold.cooling_power_kw - d.chosen.cooling_power_kw)
+    assert "IT change not counted" in d.summary()
 
 
 def test_advisory_decides_the_same_but_applies_nothing() -> None:
