@@ -312,21 +312,29 @@ class CycleSettings(_Strict):
     ``unsure_fallback``: when data and model are sound but the model is unsure (``ood``,
     ``uncertain``), ``no_warming`` takes the rules' setpoints only where they cool more
     (a lower setpoint) and holds the others: a controller in doubt does not warm the
-    hall, and on a site whose preset runs warmer than the model had it (servers that
-    draw more power at warmer inlets) a fallback does not cost that site IT energy.
+    hall. ``it_aware`` does that for supply air alone, and only where the model resolves
+    that warmer air costs IT power (servers that draw more at warmer inlets): there a
+    fallback to warmer rules costs more server power than the cooling it saves.
     ``rules``: the rules in full. Bad data, a failing model, a veto: always the rules.
     """
 
     interval_s: int = Field(default=300, ge=60, le=3600)
     fallback_preset: Literal["legacy", "tuned"] = "tuned"
-    unsure_fallback: Literal["rules", "no_warming"] = "rules"
+    unsure_fallback: Literal["rules", "no_warming", "it_aware"] = "it_aware"
 
 
 class RetrainingSettings(_Strict):
-    """When the daemon retrains (crontab syntax, UTC) and how much history it uses [days]."""
+    """When the daemon retrains (crontab syntax, UTC) and how much history it uses [days].
+
+    ``unfamiliar_after``: once the champion has had this many ``ood`` fallbacks that
+    held setpoints (``cycle.unsure_fallback``) in its last twice as many cycles, the
+    daemon asks for a retraining on the hours it has now seen, once per model version
+    (``controller.service.unfamiliar``); 0: only on the schedule.
+    """
 
     cron: str = "30 2 * * *"
     history_days: int = Field(default=90, ge=1, le=3650)
+    unfamiliar_after: int = Field(default=6, ge=0, le=288)
 
     @field_validator("cron")
     @classmethod

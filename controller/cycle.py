@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -36,7 +36,6 @@ import pandas as pd
 from controller.candidates import block_reversals, to_mapping, to_vector, tower_floor
 from controller.config import Config
 from controller.cycle_state import (
-    DEFAULT_MODEL_SETPOINTS,
     RACK_INLET,
     WETBULB,
     CheckedState,
@@ -44,17 +43,26 @@ from controller.cycle_state import (
     model_state,
     plausible,
 )
-from controller.decision import Decision, Outcome, Prediction
+from controller.decision import Decision, Outcome
 from controller.fallback_moves import cool_down, no_warming
-from controller.optimizer import ModelError, OptimisationResult, optimise, take, what_if_rows
+from controller.model_view import SetpointView, it_set_aside_kw, predictions
+from controller.optimizer import ModelError, OptimisationResult, optimise, take
 from controller.quality import clock_problem, history_age_problem, stuck_threshold_rows
 from controller.rules import TunedRules, rule_setpoints
-from controller.safety import GateResult, Verification, allowed_box, clamped_reference, gate, verify
+from controller.safety import (
+    SUPPLY_AIR,
+    GateResult,
+    Verification,
+    allowed_box,
+    clamped_reference,
+    gate,
+    verify,
+)
 from controller.seams import ActuationResult, Actuator, ReadingSource, Recorder
-from controller.selection import it_change_kw, power_std_floor_kw
+from controller.selection import power_std_floor_kw, warming_costs_it
 from db.grid import GRID, GRID_FREQ, floor_to_grid
 from db.roles import REQUIRED_MEASUREMENT_ROLES, SETPOINT_ROLES
-from forecasting.protocol import FloatArray, Forecast, Forecaster
+from forecasting.protocol import Forecaster
 
 __all__ = ["ForecasterSource", "ModelWithdrawn", "decide", "model_state", "required_roles", "run_cycle",
            "window_rows"]
@@ -96,47 +104,6 @@ def _resolve(forecaster: ForecasterSource) -> tuple[Forecaster | None, str | Non
         return None, f"cannot load model: {type(exc).__name__}: {exc}"
 
 
-class SetpointView:
-    """The model seen through the site's controlled setpoints.
-
-    A model scores the setpoints it was trained on (``setpoint_roles()``, all three for
-    older models); the search moves only the controlled ones. Uncontrolled setpoints
-    are held at their reference. A controlled setpoint the model never saw, or an
-    uncontrolled one with no known value, is a ``ModelError``.
-    """
-
-    def __init__(self, model: Forecaster, controlled: Sequence[str], reference: Mapping[str, float]) -> None:
-        model_roles = tuple(getattr(model, "setpoint_roles", lambda: DEFAULT_MODEL_SETPOINTS)())
-        unseen = [r for r in controlled if r not in model_roles]
-        if unseen:
-            raise ModelError(f"model {model.version} was not trained on setpoint(s) {', '.join(unseen)}")
-        fixed = [r for r in model_roles if r not in controlled]
-        unknown = [r for r in fixed if not math.isfinite(reference.get(r, math.nan))]
-        if unknown:
-            raise ModelError(f"the model needs the current {', '.join(unknown)}, which is unknown")
-        self._model, self._columns = model, [list(controlled).index(r) if r in controlled else -1 for r in model_roles]
-        self._fixed = np.array([reference.get(r, math.nan) for r in model_roles], dtype=np.float64)
-        self.version, self.horizon_min = model.version, model.horizon_min
-
-        self._controlled = tuple(controlled)
-
-    def setpoint_roles(self) -> tuple[str, ...]:
-        return self._controlled
-
-    def required_roles(self) -> tuple[str, ...]:
-        return self._model.required_roles()
-
-    def history_needed(self) -> int:
-        return self._model.history_needed()
-
-    def predict(self, state: pd.DataFrame, candidates: FloatArray) -> Forecast:
-        full = np.repeat(self._fixed[None, :], len(candidates), axis=0)
-        for j, col in enumerate(self._columns):
-            if col >= 0:
-                full[:, j] = candidates[:, col]
-        return self._model.predict(state, full)
-
-
 @dataclass(frozen=True)
 class Plan:
     """Stage 2: either a search box around ``hold``, or a fixed proposal with its reason."""
@@ -161,6 +128,7 @@ class Proposal:
     opt: OptimisationResult | None = None
     violations: tuple[str, ...] = ()
     model_usable: bool = False
+    held: tuple[str, ...] = ()  # setpoints an unsure fallback held where the rules would warm them
 
 
 def _rules(config: Config, checked: CheckedState, design_it_kw: float | None) -> tuple[dict[str, float], str]:
@@ -251,11 +219,29 @@ def search(config: Config, checked: CheckedState, planned: Plan, model: Forecast
         if "rack_inlet" in sel.hold_failures:  # the model fears heat where the rules may not: cool
             return _bent(fallback, *cool_down(fallback.setpoints, checked.reference, config.envelope()),
                          "predicted too hot at the current setpoints: cooling")
-        if code in ("ood", "uncertain") and config.cycle.unsure_fallback == "no_warming":
-            return _bent(fallback, *no_warming(fallback.setpoints, checked.reference), "unsure: no warming, held")
+        held = _unsure_holds(config, opt) if code in ("ood", "uncertain") else ()
+        if held is None or held:
+            setpoints, kept = no_warming(fallback.setpoints, checked.reference, held)
+            return replace(_bent(fallback, setpoints, kept, "unsure: no warming, held"), held=tuple(kept))
         return fallback
     outcome: Outcome = "optimised" if sel.outcome == "optimised" else "hold"
     return Proposal(to_mapping(opt.candidates[sel.index], roles), outcome, sel.reason, opt=opt, model_usable=True)
+
+
+def _unsure_holds(config: Config, opt: OptimisationResult) -> tuple[str, ...] | None:
+    """The setpoints an unsure fallback does not warm (``cycle.unsure_fallback``); None: all of them.
+
+    ``it_aware``: supply air, where the model resolves that warmer air costs IT power
+    (`controller.selection.warming_costs_it`, over the candidates the search scored).
+    """
+    setting = config.cycle.unsure_fallback
+    if setting == "no_warming":
+        return None
+    roles = config.envelope().setpoint_roles
+    if setting == "rules" or SUPPLY_AIR not in roles or opt.objective != "facility":
+        return ()
+    column = opt.candidates[:, roles.index(SUPPLY_AIR)]
+    return (SUPPLY_AIR,) if warming_costs_it(opt.forecast, column, 0, config.thresholds.it_saving_sigma) else ()
 
 
 def _bent(fallback: Proposal, setpoints: dict[str, float], roles: list[str], why: str) -> Proposal:
@@ -311,86 +297,17 @@ def guard(config: Config, checked: CheckedState, proposal: Proposal, model: Fore
     return proposal, gated, final
 
 
-def _scored_rows(opt: OptimisationResult | None, new: Mapping[str, float], hold: Mapping[str, float],
-                 roles: Sequence[str]) -> tuple[int, int] | None:
-    """The search's candidate rows of ``new`` and ``hold``, if it scored exactly these vectors."""
-    if opt is None or any(r not in hold or r not in new for r in roles):
-        return None
-    found = []
-    for vector in (to_vector(new, roles), to_vector(hold, roles)):
-        rows = np.flatnonzero(np.all(np.abs(opt.candidates - vector) <= 1e-12, axis=1))
-        if len(rows) == 0:
-            return None
-        found.append(int(rows[0]))
-    return found[0], found[1]
-
-
-def _scored(opt: OptimisationResult | None, new: Mapping[str, float], hold: Mapping[str, float],
-            roles: Sequence[str]) -> tuple[Prediction, Prediction] | None:
-    """Predictions for ``new`` and ``hold`` if the search already scored exactly these vectors."""
-    rows = _scored_rows(opt, new, hold, roles)
-    if opt is None or rows is None:
-        return None
-    return (Prediction.from_forecast_row(take(opt.forecast, rows[0])),
-            Prediction.from_forecast_row(take(opt.forecast, rows[1])))
-
-
-def _it_set_aside_kw(config: Config, opt: OptimisationResult | None, new: Mapping[str, float],
-                     hold: Mapping[str, float]) -> float | None:
-    """The predicted IT change [kW] of ``new`` over holding that the facility search did not count.
-
-    ``controller.selection.it_change_kw`` counts an IT change only where the model can
-    know it; the decision says how much it set aside. None: no facility search scored both.
-    """
-    rows = _scored_rows(opt, new, hold, config.envelope().setpoint_roles)
-    if opt is None or rows is None or opt.objective != "facility" or opt.forecast.it_power_kw is None:
-        return None
-    it = np.asarray(opt.forecast.it_power_kw, dtype=np.float64)
-    counted = it_change_kw(opt.forecast, rows[1], config.thresholds.it_saving_sigma)[rows[0]]
-    return float(it[rows[0]] - it[rows[1]] - counted)
-
-
-@dataclass(frozen=True)
-class _Predictions:
-    chosen: Prediction | None = None
-    hold: Prediction | None = None
-    what_if: tuple[dict[str, Any], ...] = ()
-    interval_level: float | None = None
-    note: str | None = None
-
-
-def _predictions(config: Config, checked: CheckedState, proposal: Proposal, new: Mapping[str, float],
-                 model: Forecaster | None) -> _Predictions:
-    """The model's view of what was emitted and of holding: reused from the search, else one call."""
-    env = config.envelope()
-    roles, hold = env.setpoint_roles, clamped_reference(checked.reference, env)
-    opt = proposal.opt
-    reused = None if config.optimizer.what_if else _scored(opt, new, hold, roles)
-    if reused is not None:  # both vectors were scored in the search: no second model call
-        return _Predictions(*reused, interval_level=None if opt is None else float(opt.forecast.interval_level))
-    if not (proposal.model_usable and model is not None) or any(r not in hold or r not in new for r in roles):
-        return _Predictions()
-    try:
-        view = SetpointView(model, roles, checked.measured | checked.reference)
-        rows = what_if_rows(view, checked.state, to_vector(new, roles), to_vector(hold, roles), env,
-                            moves=config.optimizer.what_if)
-    except ModelError as exc:
-        return _Predictions(note=f"no predictions for the emitted setpoints: {exc}")
-    return _Predictions(Prediction.from_forecast_row(rows[0]), Prediction.from_forecast_row(rows[1]),
-                        tuple(rows[2:]), float(rows[0]["interval_level"]))
-
-
 def record(config: Config, now: datetime, checked: CheckedState, planned: Plan, proposal: Proposal,
            gated: GateResult, final: Verification, model: Forecaster | None) -> Decision:
     """Stage 5: the decision record of this cycle."""
     new = dict(gated.setpoints)
-    preds = _predictions(config, checked, proposal, new, model)
+    preds = predictions(config, checked, proposal.opt, proposal.model_usable, new, model)
     opt = proposal.opt
     roles = config.envelope().setpoint_roles
     objective = None if opt is None else opt.objective
     saving = set_aside = None
     if preds.chosen is not None and preds.hold is not None:
-        set_aside = _it_set_aside_kw(config, opt, new, clamped_reference(checked.reference, config.envelope()))
+        set_aside = it_set_aside_kw(config, opt, new, clamped_reference(checked.reference, config.envelope()))
         saving = preds.hold.objective_kw(objective) - preds.chosen.objective_kw(objective) + (set_aside or 0.0)
     applies = config.mode != "advisory" and planned.write
     return Decision(
@@ -398,7 +315,7 @@ def record(config: Config, now: datetime, checked: CheckedState, planned: Plan, 
         previous=dict(checked.reference), new=new, reason_code=proposal.reason_code,
         model_version=None if model is None else str(model.version),
         chosen=preds.chosen, hold=preds.hold, expected_saving_kw=saving, it_change_set_aside_kw=set_aside,
-        objective=objective,
+        objective=objective, fallback_held=proposal.held,
         degraded_inputs=checked.degraded if proposal.model_usable else (),
         interval_level=preds.interval_level, interval_coverage=interval_coverage(model),
         verification_ok=not proposal.violations and final.ok,

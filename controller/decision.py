@@ -83,6 +83,7 @@ class Decision:
     expected_saving_kw: float | None = None  # objective's power over holding, as the search counted it [kW]
     it_change_set_aside_kw: float | None = None  # predicted IT change over holding not counted [kW]
     objective: str | None = None  # facility (cooling + IT) | cooling: what the search minimised
+    fallback_held: tuple[str, ...] = ()  # setpoints an unsure fallback held where the rules would warm them
     degraded_inputs: tuple[str, ...] = ()  # suspect non-safety roles the model ran without this cycle
     interval_level: float | None = None
     interval_coverage: dict[str, float] = field(default_factory=dict)  # per target, last week's matured [-]

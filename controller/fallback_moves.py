@@ -6,23 +6,25 @@ model's doubt shape that decision, and only toward more cooling:
 * the model predicts that holding may take the rack inlet past the limit
   (``cool_down``, always): the rules judge the measured inlet only and may hold, or
   warm to, the very point the model doubts;
-* the model is unsure (``no_warming``, opt-in ``cycle.unsure_fallback``): the rules'
-  cooling moves are taken, their warming moves are not.
+* the model is unsure (``no_warming``, ``cycle.unsure_fallback``): the rules' cooling
+  moves are taken, their warming moves are not (of supply air alone, or of every setpoint).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from controller.bounds import COIL_ROLES, SetpointEnvelope
 
 
-def no_warming(rules: Mapping[str, float], reference: Mapping[str, float]) -> tuple[dict[str, float], list[str]]:
+def no_warming(rules: Mapping[str, float], reference: Mapping[str, float],
+               roles: Collection[str] | None = None) -> tuple[dict[str, float], list[str]]:
     """The rules' setpoints where they are cooler than the reference, the reference elsewhere; and the held roles.
 
+    ``roles``: only these may be held (None: every role); the others take the rules.
     Holding keeps the coil approach wherever the reference kept it.
     """
-    held = [r for r, v in rules.items() if r in reference and v > reference[r]]
+    held = [r for r, v in rules.items() if r in reference and v > reference[r] and (roles is None or r in roles)]
     return {r: (reference[r] if r in held else v) for r, v in rules.items()}, held
 
 

@@ -87,6 +87,22 @@ def it_change_kw(forecast: Forecast, hold_index: int, sigma: float) -> FloatArra
     return np.asarray(np.where(known, change, 0.0), dtype=np.float64)
 
 
+def warming_costs_it(forecast: Forecast, column_c: FloatArray, hold_index: int, sigma: float) -> bool:
+    """Whether the model resolves that a warmer setpoint costs IT power: the median counted IT
+    change (`it_change_kw`) of the candidates warmer than holding in ``column_c`` [C] is positive.
+
+    Why: a fallback that warms the hall on such a site pays for the cooling it saves in
+    server power; on a site whose IT power does not respond (the twin below its inlet
+    knee) the IT changes are not resolved and the median is 0.
+    """
+    if forecast.it_power_kw is None:
+        return False
+    warmer = column_c > column_c[hold_index] + 1e-9
+    if not warmer.any():
+        return False
+    return bool(np.median(it_change_kw(forecast, hold_index, sigma)[warmer]) > 0.0)
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which candidate (index) wins, or None, and why."""

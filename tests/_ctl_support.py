@@ -33,6 +33,7 @@ class PhysicsForecaster:
     version_name: str = "physics-test-1"
     inlet_offset_k: float = 1.5
     it_per_k_chw_kw: float | None = None  # set: an IT forecast that moves with chilled water alone [kW/K]
+    it_per_k_inlet_kw: float | None = None  # set: an IT forecast that rises with the hottest inlet [kW/K]
     calls: int = 0
 
     @property
@@ -65,8 +66,9 @@ class PhysicsForecaster:
         p_std = self.power_std_frac * power
         i_std = np.full(n, self.inlet_std_c)
         it_mean = it_std = it_lo = it_hi = None
-        if self.it_per_k_chw_kw is not None:  # IT power that the inlet does not explain (a model's error)
-            it_mean = it_kw + self.it_per_k_chw_kw * (chw - START_SETPOINTS["chw_supply_sp_c"])
+        if self.it_per_k_chw_kw is not None or self.it_per_k_inlet_kw is not None:
+            it_mean = (it_kw + (self.it_per_k_chw_kw or 0.0) * (chw - START_SETPOINTS["chw_supply_sp_c"])
+                       + (self.it_per_k_inlet_kw or 0.0) * (inlet - inlet.min()))  # chilled water alone: an error
             it_std = np.full(n, 0.01 * it_kw)
             it_lo, it_hi = it_mean - 1.645 * it_std, it_mean + 1.645 * it_std
         return Forecast(

@@ -156,19 +156,30 @@ def test_each_failure_falls_back_to_rules_with_its_reason(kwargs: dict[str, Any]
 
 
 def test_an_unsure_model_with_no_warming_takes_only_the_rules_cooling_moves() -> None:
-    # supply air at 20 C, below the tuned rules' 23 C; chilled water at 14 C, above their
+    # supply air at 20 C, below the tuned rules' 23 C; chilled water at 8 C, below their
     # 10-12.5 C: every candidate is out of distribution, so the rules decide
-    here = {"chw_supply_sp_c": 14.0, "supply_air_sp_c": 20.0, "cw_supply_sp_c": 28.0}
-    full = decide(window(setpoints=here), model=PhysicsForecaster(ood=4.0), last=here)
+    here = {"chw_supply_sp_c": 8.0, "supply_air_sp_c": 20.0, "cw_supply_sp_c": 28.0}
+    full = decide(window(setpoints=here), model=PhysicsForecaster(ood=4.0), last=here,
+                  text="[cycle]\nunsure_fallback = \"rules\"\n")
     assert (full.outcome, full.reason_code) == ("fallback", "ood")
-    assert full.new["supply_air_sp_c"] > 20.0 and full.new["chw_supply_sp_c"] < 14.0  # toward the rules
+    assert full.new["supply_air_sp_c"] > 20.0 and full.new["chw_supply_sp_c"] > 8.0  # the rules warm both
     text = "[cycle]\nunsure_fallback = \"no_warming\"\n"
     cautious = decide(window(setpoints=here), model=PhysicsForecaster(ood=4.0), last=here, text=text)
     assert (cautious.outcome, cautious.reason_code) == ("fallback", "ood")
-    assert cautious.new["supply_air_sp_c"] == 20.0  # the rules would warm it: held
-    assert cautious.new["chw_supply_sp_c"] == full.new["chw_supply_sp_c"]  # the rules cool it: taken
-    assert "unsure: no warming, held supply_air_sp_c" in cautious.reason
+    assert cautious.new["supply_air_sp_c"] == 20.0 and cautious.new["chw_supply_sp_c"] == 8.0  # held
+    assert "unsure: no warming, held chw_supply_sp_c, supply_air_sp_c" in cautious.reason
     assert_safe(cautious, text)
+    # the default, it_aware: supply air is held only where the model resolves that warmer air costs IT power
+    servers = PhysicsForecaster(ood=4.0, it_per_k_inlet_kw=5.0)
+    air = decide(window(setpoints=here), model=servers, last=here)
+    assert air.new["supply_air_sp_c"] == 20.0  # the hall is not warmed
+    assert air.new["chw_supply_sp_c"] == full.new["chw_supply_sp_c"]  # the plant side follows the rules
+    assert air.reason.endswith("unsure: no warming, held supply_air_sp_c")
+    flat = decide(window(setpoints=here), model=PhysicsForecaster(ood=4.0, it_per_k_chw_kw=0.0), last=here)
+    assert flat.new == full.new and "no warming" not in flat.reason  # IT power does not respond: the rules
+    cooler = {**here, "chw_supply_sp_c": 14.0}  # now the rules cool chilled water: taken
+    taken = decide(window(setpoints=cooler), model=PhysicsForecaster(ood=4.0), last=cooler, text=text)
+    assert taken.new["chw_supply_sp_c"] < 14.0 and taken.new["supply_air_sp_c"] == 20.0
     # bad data is not doubt: the rules decide in full
     stale = decide(window(setpoints=here), model=PhysicsForecaster(ood=4.0), last=here, text=text, now=later(30))
     assert stale.reason_code == "bad_data" and "no warming" not in stale.reason

@@ -31,6 +31,16 @@ def test_no_warming_never_sets_a_role_above_both_the_rules_and_the_reference(
 
 
 @settings(max_examples=300, deadline=None)
+@given(setpoints(), setpoints(), st.sets(st.sampled_from(SETPOINT_ROLES)))
+def test_no_warming_of_some_roles_holds_only_those_and_gives_the_others_the_rules(
+        rules: dict[str, float], reference: dict[str, float], roles: set[str]) -> None:
+    out, held = no_warming(rules, reference, roles)
+    for role in SETPOINT_ROLES:
+        assert out[role] == (min(rules[role], reference[role]) if role in roles else rules[role])
+        assert (role in held) == (role in roles and rules[role] > reference[role])
+
+
+@settings(max_examples=300, deadline=None)
 @given(setpoints(), setpoints())
 def test_cool_down_takes_supply_air_and_chilled_water_a_step_below_the_reference(
         rules: dict[str, float], reference: dict[str, float]) -> None:

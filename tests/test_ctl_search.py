@@ -11,7 +11,7 @@ from controller.candidates import box_arrays, coupling_ok, initial_candidates, r
 from controller.config import SafetySettings, ThresholdSettings
 from controller.optimizer import ModelError, optimise, score, what_if_rows
 from controller.safety import allowed_box
-from controller.selection import it_change_kw, objective_kw, select
+from controller.selection import it_change_kw, objective_kw, select, warming_costs_it
 from db.roles import SETPOINT_ROLES
 from forecasting.protocol import Forecast
 from tests._ctl_support import START_SETPOINTS, PhysicsForecaster, config, window
@@ -216,3 +216,20 @@ def test_it_change_counts_only_with_the_inlets_sign_and_beyond_the_members_doubt
     assert power == pytest.approx([60.0, 57.0, 60.0, 60.0, 62.0, 60.0])
     raw, _ = objective_kw(fc, "facility")  # without thresholds: the mean prediction
     assert raw == pytest.approx([60.0, 57.0, 57.0, 58.0, 62.0, 62.0])
+
+
+def test_warming_costs_it_only_where_most_warmer_candidates_have_a_counted_it_cost() -> None:
+    # supply air per candidate: hold 18 C, then 17, 19, 19.5, 20; inlets follow it
+    air_c = np.array([18.0, 17.0, 19.0, 19.5, 20.0])
+    inlets = [22.0, 21.0, 23.0, 23.5, 24.0]
+    agree = [[50, 48, 52, 53, 54], [50, 48, 52, 53, 54]]
+    servers = _with_it(fake_forecast([10.0] * 5, inlets), [50.0, 48.0, 52.0, 53.0, 54.0], agree)
+    assert warming_costs_it(servers, air_c, 0, 5.0)  # every warmer candidate costs resolved IT power
+    unsure = _with_it(fake_forecast([10.0] * 5, inlets), [50.0, 48.0, 52.0, 53.0, 54.0],
+                      [[50, 48, 49, 50, 51], [50, 48, 55, 56, 57]])
+    assert not warming_costs_it(unsure, air_c, 0, 5.0)  # the members do not resolve it
+    unphysical = _with_it(fake_forecast([10.0] * 5, inlets), [50.0, 52.0, 48.0, 47.0, 46.0],
+                          [[50, 52, 48, 47, 46]] * 2)
+    assert not warming_costs_it(unphysical, air_c, 0, 5.0)  # savings at warmer inlets are not counted
+    assert not warming_costs_it(fake_forecast([10.0] * 5, inlets), air_c, 0, 5.0)  # no IT forecast
+    assert not warming_costs_it(servers, np.full(5, 18.0), 0, 5.0)  # nothing warmer than holding

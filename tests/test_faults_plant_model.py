@@ -313,6 +313,45 @@ def test_a_drifted_model_is_withdrawn_retraining_is_requested_and_the_new_model_
     r.watch.assert_safe(rig.holder.config)
 
 
+@pytest.mark.parametrize("fallback", ["no_warming", "rules"])
+def test_a_model_that_keeps_calling_the_plant_unfamiliar_while_the_fallback_holds_it_there_is_retrained(
+        fallback: str, sqlite_engine: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rig = make_rig(sqlite_engine, tmp_path, extra="[retraining]\nunfamiliar_after = 3\n"
+                   f"[cycle]\nunsure_fallback = \"{fallback}\"\n")
+    source = ModelSource(Persistence(version_name="v1"))
+    trainings = threading.Semaphore(0)
+
+    def retrain(_cancel: threading.Event) -> TrainingOutcome:
+        source.model = Persistence(version_name="v2")  # trained on the hours v1 called unfamiliar
+        trainings.release()
+        return TrainingOutcome(ok=True, duration_s=1.0, finished_ts_s=1.7e9, version="v2", promoted=True)
+
+    def leave_the_training_data() -> None:
+        source.model.ood = 1.5
+
+    with caplog.at_level(logging.WARNING):
+        r = run(rig, 0, {10: leave_the_training_data}, until_trained(4, 24), forecaster=source, retrain=retrain,
+                trigger=PacedTrigger(cycles_per_s=0))
+
+    codes = [(d.model_version, d.reason_code) for d in r.decisions]
+    first = next(n for n, (_, code) in enumerate(codes) if code is not None)
+    assert first >= 8 and all(v == "v1" for v, _ in codes[:first])
+    if fallback == "rules":  # the rules take the plant back toward known ground: no early retraining
+        assert codes[first:] == [("v1", "ood")] * (len(codes) - first) and len(codes) == 24
+        assert not trainings.acquire(timeout=0)
+        assert rig.value("coolpilot_retraining_requests_total", reason="unfamiliar") == 0
+        return
+    assert all(d.fallback_held for d in r.decisions[first:first + 3])  # the rules would warm: held
+    assert codes[first:first + 3] == [("v1", "ood")] * 3  # 3 of the last 6 cycles: asked, and trained
+    assert codes[first + 3:] == [("v2", None)] * (len(codes) - first - 3)
+    assert trainings.acquire(timeout=0) and not trainings.acquire(timeout=0)  # retrained once
+    assert rig.value("coolpilot_retraining_requests_total", reason="unfamiliar") == 1
+    assert rig.value("coolpilot_retraining_requests_total", reason="drift") == 0
+    assert any("held it there, in 3 of the last 6 cycles" in m and "retraining is requested" in m
+               for m in caplog.messages)
+    r.watch.assert_safe(rig.holder.config)
+
+
 def test_the_drift_check_needs_a_full_window_above_the_limit_and_starts_over_for_a_new_model() -> None:
     anchor = DEFAULT_START
 

@@ -73,6 +73,7 @@ from controller.service.triggers import (
     plant_period_s,
     schedule_jobs,
 )
+from controller.service.unfamiliar import UnfamiliarWatch, held_unfamiliar
 from db.engine import DatabaseError
 from forecasting.protocol import Forecaster
 
@@ -155,6 +156,7 @@ class Daemon:
                                         wall_clock=parts.wall_clock)
         self._model: Forecaster | None = None
         self._retraining_asked: set[tuple[str, str]] = set()
+        self.unfamiliar = UnfamiliarWatch()
         self._cycle_lock = threading.Lock()
         self._train_lock = threading.Lock()
         self._cancel_training = threading.Event()
@@ -378,6 +380,10 @@ class Daemon:
             p.metrics.decisions.labels(outcome="error").inc()
         else:
             self.last_decision = decision
+            unfamiliar = self.unfamiliar.observe(decision.model_version, held_unfamiliar(decision),
+                                                 config.retraining.unfamiliar_after)
+            if unfamiliar is not None and p.retrain is not None:  # without retraining, nothing to ask
+                self._request_retraining("unfamiliar", str(decision.model_version), unfamiliar, logging.WARNING)
             try:
                 savings = self.publisher.publish(config, decision, self._model)
             except Exception:  # metrics must never stop the control loop
@@ -433,7 +439,7 @@ class Daemon:
         self._model = model
         return model
 
-    def _request_retraining(self, reason: str, problem: str, why: str) -> None:
+    def _request_retraining(self, reason: str, problem: str, why: str, level: int = logging.ERROR) -> None:
         """Log the model problem and ask for one training run per ``(reason, problem)``.
 
         ``problem`` names the case stably (the model version for drift, the error for a
@@ -446,7 +452,7 @@ class Daemon:
         if self.parts.retrain is None:
             log.error("%s; the rules decide (no retraining configured: replace the model)", why)
             return
-        log.error("%s; the rules decide and retraining is requested", why)
+        log.log(level, "%s; the rules decide and retraining is requested", why)
         self.parts.metrics.retraining_requested(reason)
         self.submit_training()
 

@@ -27,7 +27,7 @@ from db.roles import SETPOINT_ROLES
 OUTCOMES: tuple[str, ...] = (*DECISION_OUTCOMES, "error")
 TRAINING_RESULTS: tuple[str, ...] = ("success", "failure")
 #: Why the daemon asked for a training run outside the schedule.
-RETRAINING_REASONS: tuple[str, ...] = ("drift", "model_error")
+RETRAINING_REASONS: tuple[str, ...] = ("drift", "model_error", "unfamiliar")
 
 #: Control-cycle latency buckets [s]: cycles normally take well under a second.
 CYCLE_BUCKETS_S: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)

@@ -21,6 +21,7 @@ from controller.config import Config
 from controller.decision import Decision
 from controller.rules import Preset, TunedRules
 from controller.service.forecast_check import CalibrationFeed
+from controller.service.unfamiliar import UnfamiliarWatch, held_unfamiliar
 from coolpilot.evaluation import kpis as ev
 from db.roles import MEASUREMENT_ROLES
 from simulator.plant import Plant, SteadyStatePlant
@@ -86,7 +87,8 @@ class CoolPilotLoop:
         self._recent: deque[pd.DataFrame] = deque(maxlen=48)  # the last 4 h of records written
         self.retrain, self.retrain_every_s = retrain, retrain_every_s
         self._next_retrain: datetime | None = None
-        self.retrainings: list[dict[str, Any]] = []  # one entry per retraining: when, version, promoted, why
+        self.retrainings: list[dict[str, Any]] = []  # one entry per retraining: when, why, version, promoted
+        self.unfamiliar = UnfamiliarWatch()  # the daemon's retraining request when the model keeps saying `ood`
 
     def __call__(self) -> None:
         from controller.cycle import run_cycle
@@ -99,6 +101,8 @@ class CoolPilotLoop:
         d = run_cycle(self.config, self.source, self.forecaster, self.actuator, self.recorder,
                       lambda: self.plant.now, dict(self.last_applied))
         self.last_applied.update(d.sent)
+        if self.unfamiliar.observe(d.model_version, held_unfamiliar(d), self.config.retraining.unfamiliar_after):
+            self._retrain("unfamiliar")
         row = _decision_row(d)
         row.update(self._calibrate(record, d))
         self.rows.append(row)
@@ -114,8 +118,15 @@ class CoolPilotLoop:
         if now < self._next_retrain:
             return
         self._next_retrain = now + timedelta(seconds=self.retrain_every_s)
+        self._retrain("schedule")
+
+    def _retrain(self, trigger: str) -> None:
+        """One retraining now (``trigger``: schedule | unfamiliar), recorded in ``retrainings``."""
+        if self.retrain is None or self.retrain_every_s <= 0:
+            return
+        now = self.plant.now
         outcome = self.retrain()
-        self.retrainings.append({"ts": now.isoformat(), "ok": bool(getattr(outcome, "ok", False)),
+        self.retrainings.append({"ts": now.isoformat(), "trigger": trigger, "ok": bool(getattr(outcome, "ok", False)),
                                  "version": getattr(outcome, "version", None),
                                  "promoted": bool(getattr(outcome, "promoted", False)),
                                  "reason": getattr(outcome, "reason", None) or getattr(outcome, "error", None),
