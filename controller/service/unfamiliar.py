@@ -10,7 +10,7 @@ out of distribution for hours. Those hours are real readings of this plant: a re
 that includes them (the daemon trains on the days it controlled) learns them, and the
 champion-challenger check still decides whether the new model takes over. Counting
 every ``ood`` fallback instead retrained the twin, whose rules fallbacks need no help,
-mid-morning and cost it 260-270 kWh in 4 days (two seeds).
+mid-morning and cost it 260-270 kWh in 4 days (Leesburg, August, two seeds).
 
 One request per model version: a challenger that is rejected is not asked for again
 until the champion changes (the nightly retraining still runs). Pure state, no I/O:
