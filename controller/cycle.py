@@ -45,7 +45,7 @@ from controller.cycle_state import (
 )
 from controller.decision import Decision, Outcome
 from controller.fallback_moves import cool_down, no_warming
-from controller.model_view import SetpointView, it_set_aside_kw, predictions
+from controller.model_view import SetpointView, predictions
 from controller.optimizer import ModelError, OptimisationResult, optimise, take
 from controller.quality import clock_problem, history_age_problem, stuck_threshold_rows
 from controller.rules import TunedRules, rule_setpoints
@@ -307,7 +307,7 @@ def record(config: Config, now: datetime, checked: CheckedState, planned: Plan, 
     objective = None if opt is None else opt.objective
     saving = set_aside = None
     if preds.chosen is not None and preds.hold is not None:
-        set_aside = it_set_aside_kw(config, opt, new, clamped_reference(checked.reference, config.envelope()))
+        set_aside = preds.it_set_aside_kw
         saving = preds.hold.objective_kw(objective) - preds.chosen.objective_kw(objective) + (set_aside or 0.0)
     applies = config.mode != "advisory" and planned.write
     return Decision(

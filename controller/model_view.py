@@ -3,7 +3,7 @@
 ``SetpointView`` is how the search and the decision record call the model over only
 the setpoints the site controls; ``predictions`` gives the decision its predictions
 for the emitted setpoints and for holding (reused from the search where it scored
-them); ``it_set_aside_kw`` the predicted IT change the facility search did not count.
+them) and the predicted IT change the facility search did not count.
 Pure apart from calling the model.
 """
 
@@ -82,24 +82,12 @@ def _scored_rows(opt: OptimisationResult | None, new: Mapping[str, float], hold:
     return found[0], found[1]
 
 
-def _scored(opt: OptimisationResult | None, new: Mapping[str, float], hold: Mapping[str, float],
-            roles: Sequence[str]) -> tuple[Prediction, Prediction] | None:
-    """Predictions for ``new`` and ``hold`` if the search already scored exactly these vectors."""
-    rows = _scored_rows(opt, new, hold, roles)
-    if opt is None or rows is None:
-        return None
-    return (Prediction.from_forecast_row(take(opt.forecast, rows[0])),
-            Prediction.from_forecast_row(take(opt.forecast, rows[1])))
-
-
-def it_set_aside_kw(config: Config, opt: OptimisationResult | None, new: Mapping[str, float],
-                     hold: Mapping[str, float]) -> float | None:
-    """The predicted IT change [kW] of ``new`` over holding that the facility search did not count.
+def _it_set_aside_kw(config: Config, opt: OptimisationResult | None, rows: tuple[int, int] | None) -> float | None:
+    """The predicted IT change [kW] of the emitted row over holding's that the facility search did not count.
 
     ``controller.selection.it_change_kw`` counts an IT change only where the model can
     know it; the decision says how much it set aside. None: no facility search scored both.
     """
-    rows = _scored_rows(opt, new, hold, config.envelope().setpoint_roles)
     if opt is None or rows is None or opt.objective != "facility" or opt.forecast.it_power_kw is None:
         return None
     it = np.asarray(opt.forecast.it_power_kw, dtype=np.float64)
@@ -116,6 +104,7 @@ class Predictions:
     what_if: tuple[dict[str, Any], ...] = ()
     interval_level: float | None = None
     note: str | None = None
+    it_set_aside_kw: float | None = None  # predicted IT change over holding the search did not count [kW]
 
 
 def predictions(config: Config, checked: CheckedState, opt: OptimisationResult | None, model_usable: bool,
@@ -123,16 +112,19 @@ def predictions(config: Config, checked: CheckedState, opt: OptimisationResult |
     """The model's view of what was emitted and of holding: reused from the search, else one call."""
     env = config.envelope()
     roles, hold = env.setpoint_roles, clamped_reference(checked.reference, env)
-    reused = None if config.optimizer.what_if else _scored(opt, new, hold, roles)
-    if reused is not None:  # both vectors were scored in the search: no second model call
-        return Predictions(*reused, interval_level=None if opt is None else float(opt.forecast.interval_level))
+    rows = _scored_rows(opt, new, hold, roles)
+    aside = _it_set_aside_kw(config, opt, rows)
+    if opt is not None and rows is not None and not config.optimizer.what_if:  # scored in the search: no model call
+        return Predictions(Prediction.from_forecast_row(take(opt.forecast, rows[0])),
+                           Prediction.from_forecast_row(take(opt.forecast, rows[1])),
+                           interval_level=float(opt.forecast.interval_level), it_set_aside_kw=aside)
     if not (model_usable and model is not None) or any(r not in hold or r not in new for r in roles):
         return Predictions()
     try:
         view = SetpointView(model, roles, checked.measured | checked.reference)
-        rows = what_if_rows(view, checked.state, to_vector(new, roles), to_vector(hold, roles), env,
-                            moves=config.optimizer.what_if)
+        table = what_if_rows(view, checked.state, to_vector(new, roles), to_vector(hold, roles), env,
+                             moves=config.optimizer.what_if)
     except ModelError as exc:
         return Predictions(note=f"no predictions for the emitted setpoints: {exc}")
-    return Predictions(Prediction.from_forecast_row(rows[0]), Prediction.from_forecast_row(rows[1]),
-                        tuple(rows[2:]), float(rows[0]["interval_level"]))
+    return Predictions(Prediction.from_forecast_row(table[0]), Prediction.from_forecast_row(table[1]),
+                       tuple(table[2:]), float(table[0]["interval_level"]), it_set_aside_kw=aside)
