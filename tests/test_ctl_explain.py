@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -9,6 +12,7 @@ from controller.cycle import decide
 from controller.decision import Decision
 from controller.explain import explanation, render
 from controller.service.metrics import CoolpilotMetrics
+from db.jsonable import jsonable
 from db.roles import SETPOINT_ROLES
 from tests._ctl_support import NOW, START_SETPOINTS, PhysicsForecaster, config, later, window
 
@@ -28,6 +32,9 @@ def test_explanation_names_the_binding_constraint_runner_ups_and_what_if() -> No
     assert len(what_if_lines) == 2 * len(SETPOINT_ROLES)
     data = explanation(d)
     assert data["binding"] == list(d.binding) and len(data["runner_ups"]) == 5 and len(data["what_if"]) == 6
+    written = json.loads(json.dumps(jsonable(data)))  # what `coolpilot explain --json` prints
+    assert d.chosen is not None and written["chosen"]["cooling_power_kw"] == pytest.approx(d.chosen.cooling_power_kw)
+    assert written["hold"]["rack_inlet_max_c"] == pytest.approx(d.hold.rack_inlet_max_c if d.hold else math.nan)
 
 
 def test_what_if_moves_are_consistent_with_the_chosen_optimum() -> None:
