@@ -328,13 +328,16 @@ class RetrainingSettings(_Strict):
 
     ``unfamiliar_after``: once the champion has had this many ``ood`` fallbacks that
     held setpoints (``cycle.unsure_fallback``) in its last twice as many cycles, the
-    daemon asks for a retraining on the hours it has now seen, once per model version
-    (``controller.service.unfamiliar``); 0: only on the schedule.
+    daemon asks for a retraining on the hours it has now seen (``controller.service.
+    unfamiliar``); 0: only on the schedule. ``unfamiliar_retry_after``: where that
+    retraining did not replace the champion, ask again once this many more cycles have
+    passed and the count is reached again; 0: once per model version.
     """
 
     cron: str = "30 2 * * *"
     history_days: int = Field(default=90, ge=1, le=3650)
     unfamiliar_after: int = Field(default=6, ge=0, le=288)
+    unfamiliar_retry_after: int = Field(default=36, ge=0, le=2016)
 
     @field_validator("cron")
     @classmethod

@@ -9,6 +9,7 @@ but left out of the score, so that models with and without it compare fairly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -69,14 +70,31 @@ class WindowSamples(NamedTuple):
     y: FloatArray
 
 
+#: A closed interval of sample times [start, end].
+Span = tuple[pd.Timestamp, pd.Timestamp]
+
+
 def window_samples(model: EnsembleForecaster, frame: pd.DataFrame, start: pd.Timestamp,
                    end: pd.Timestamp) -> WindowSamples:
     """Samples with times in [start, end], from ``model``'s own features; ValueError if none."""
-    fs = build_samples(frame, model.spec)
-    mask = (fs.index >= start) & (fs.index <= end)
-    if not mask.any():
+    (s,) = samples_in(model, frame, [[(start, end)]])
+    if not len(s.index_ns):
         raise ValueError(f"no complete samples between {start.isoformat()} and {end.isoformat()}")
-    return WindowSamples(fs.index[mask].as_unit("ns").asi8, fs.x[mask], fs.y[mask])
+    return s
+
+
+def samples_in(model: EnsembleForecaster, frame: pd.DataFrame,
+               windows: Sequence[Sequence[Span]]) -> list[WindowSamples]:
+    """For each window (a list of spans), ``model``'s own samples with times in any of its
+    spans, possibly none; features are built once for all windows."""
+    fs = build_samples(frame, model.spec)
+    out = []
+    for spans in windows:
+        mask = np.zeros(len(fs.index), dtype=bool)
+        for start, end in spans:
+            mask |= (fs.index >= start) & (fs.index <= end)
+        out.append(WindowSamples(fs.index[mask].as_unit("ns").asi8, fs.x[mask], fs.y[mask]))
+    return out
 
 
 def evaluate_on_window(model: EnsembleForecaster, frame: pd.DataFrame, start: pd.Timestamp,
@@ -129,25 +147,33 @@ def _paired_excess(d: FloatArray) -> dict[str, Any]:
     return {"excess": float(blocks.mean()), "excess_low": low, "blocks": n_blocks, "worse": low > 0.0}
 
 
-def compare_models_on_window(challenger: EnsembleForecaster, champion: EnsembleForecaster, frame: pd.DataFrame,
-                             start: pd.Timestamp, end: pd.Timestamp,
-                             champion_samples: WindowSamples | None = None) -> dict[str, dict[str, Any]]:
+def compare_models(challenger: EnsembleForecaster, champion: EnsembleForecaster, a: WindowSamples,
+                   b: WindowSamples) -> dict[str, dict[str, Any]]:
     """Per scored target, the challenger's excess absolute error over the champion's, paired.
 
-    Each model is fed its own features; only the sample times both can score in
-    [start, end] count, in hourly blocks (`_paired_excess`): ``worse`` means worse
-    beyond noise. Why: a challenger that has learned the newest days is judged on an
-    older window; losing there by a fraction of a per cent is no reason to keep a
-    champion that has never seen the plant as it is now. Features are built once per
-    feature spec (``champion_samples``: the champion's, when the caller has them).
+    ``a`` and ``b`` are each model's own samples (`samples_in`); only the sample times
+    both can score count, in hourly blocks (`_paired_excess`): ``worse`` means worse
+    beyond noise. Why: a challenger that has learned the newest days is judged partly on
+    an older window; losing there by a fraction of a per cent is no reason to keep a
+    champion that has never seen the plant as it is now. ValueError if no time is common.
     """
-    b = champion_samples if champion_samples is not None else window_samples(champion, frame, start, end)
-    a = b if challenger.spec == champion.spec else window_samples(challenger, frame, start, end)
     common, ia, ib = np.intersect1d(a.index_ns, b.index_ns, return_indices=True)
     if not len(common):
-        raise ValueError(f"no samples both models can score between {start.isoformat()} and {end.isoformat()}")
+        raise ValueError("no samples both models can score")
     pred_a = challenger.predict_rows(a.x[ia], with_ood=False).mean
     pred_b = champion.predict_rows(b.x[ib], with_ood=False).mean
     y = a.y[ia]
     return {t: {"samples": len(common), **_paired_excess(np.abs(y[:, j] - pred_a[:, j]) - np.abs(y[:, j] - pred_b[:, j]))}
             for j, t in enumerate(TARGETS)}
+
+
+def common_samples(a: WindowSamples, b: WindowSamples) -> tuple[WindowSamples, WindowSamples]:
+    """Both models' rows restricted to the sample times both have (each in time order)."""
+    _, ia, ib = np.intersect1d(a.index_ns, b.index_ns, return_indices=True)
+    return (WindowSamples(a.index_ns[ia], a.x[ia], a.y[ia]), WindowSamples(b.index_ns[ib], b.x[ib], b.y[ib]))
+
+
+def concat_samples(*parts: WindowSamples) -> WindowSamples:
+    """One set of rows from several (for a paired test over two windows)."""
+    return WindowSamples(np.concatenate([p.index_ns for p in parts]), np.concatenate([p.x for p in parts]),
+                         np.concatenate([p.y for p in parts]))

@@ -3,9 +3,10 @@
 A newly trained model (the challenger) becomes champion only if its ensemble is no
 worse than its best baseline (HistGradientBoosting, ridge; trained on the same split)
 on every target's test-window MAE, its score beats the champion's on the same recent
-window of history (the challenger's test window), or, having learned newer data
-than the champion, scores worse there only within noise (a paired test over hourly
-blocks), and never while the champion is pinned. A challenger that loses to a baseline is stored as ``rejected`` even where
+window of history (the challenger's test window, plus, once CoolPilot has run the
+plant, its held-out controlled hours that neither model trained on: `_judge`), or,
+having learned newer data than the champion, scores worse there only within noise (a
+paired test over hourly blocks), and never while the champion is pinned. A challenger that loses to a baseline is stored as ``rejected`` even where
 there is no champion: the controller then runs on its rules and says why. Losing
 challengers are stored as ``rejected``; a replaced champion becomes ``retired``.
 Rollback rejects the champion and restores the most recently created retired model. Loading always checks the weights' sha256
@@ -28,9 +29,13 @@ from db import records
 from forecasting.artifact import SIDECAR_FILE, ArtifactError, load_artifact, save_artifact, sha256_file
 from forecasting.evaluate import (
     PROMOTION_BASELINES,
-    compare_models_on_window,
-    evaluate_on_window,
-    window_samples,
+    Span,
+    WindowSamples,
+    common_samples,
+    compare_models,
+    concat_samples,
+    ensemble_metrics,
+    samples_in,
 )
 from forecasting.model import EnsembleForecaster
 from forecasting.train import TrainResult
@@ -82,7 +87,8 @@ class Decision:
 
 
 def decide(challenger_score: float, champion_score: float | None, champion_pinned: bool,
-           champion_version: str | None, *, fresher_within_noise: bool = False) -> tuple[bool, str]:
+           champion_version: str | None, *, fresher_within_noise: bool = False,
+           window: str = "the same window") -> tuple[bool, str]:
     """Pure rule: promote when there is no usable champion, or the challenger scores lower,
     or it has learned newer data than the champion and scores worse only within noise."""
     if champion_version is None:
@@ -93,13 +99,13 @@ def decide(challenger_score: float, champion_score: float | None, champion_pinne
         return True, f"champion {champion_version} could not be scored: the new model replaces it"
     if challenger_score < champion_score:
         return True, (f"new model scores {challenger_score:.3f} < champion {champion_version} "
-                      f"{champion_score:.3f} on the same window: promoted")
+                      f"{champion_score:.3f} on {window}: promoted")
     if fresher_within_noise:
         return True, (f"new model scores {challenger_score:.3f} >= champion {champion_version} "
-                      f"{champion_score:.3f} on the same window, within noise, and has learned newer data: "
+                      f"{champion_score:.3f} on {window}, within noise, and has learned newer data: "
                       f"promoted")
     return False, (f"new model scores {challenger_score:.3f} >= champion {champion_version} "
-                   f"{champion_score:.3f} on the same window: rejected")
+                   f"{champion_score:.3f} on {window}: rejected")
 
 
 #: Meta key of a model record holding its `BaselineVerdict`s.
@@ -239,19 +245,16 @@ def register_trained(engine: sa.Engine, result: TrainResult, frame: pd.DataFrame
     champ_score: float | None = None
     note = ""
     fresher = False
+    window = "the same window"
     if champ is not None:
-        start, end = (pd.Timestamp(t) for t in result.report["window"]["test"])
         try:
             champ_model = load_model(champ)
-            champ_rows = window_samples(champ_model, frame, start, end)
-            champ_score = float(evaluate_on_window(champ_model, frame, start, end, champ_rows)["score"])
-            if champ_score <= challenger_score and _trained_later(result.report, champ.meta):
-                paired = compare_models_on_window(model, champ_model, frame, start, end, champ_rows)
-                fresher = not any(p["worse"] for p in paired.values())
+            challenger_score, champ_score, fresher, window = _judge(model, champ_model, result.report, champ.meta,
+                                                                    frame, challenger_score)
         except (ArtifactError, ValueError) as exc:
             note = f" ({exc})"
     promoted, reason = decide(challenger_score, champ_score, champ.pinned if champ else False,
-                              champ.version if champ else None, fresher_within_noise=fresher)
+                              champ.version if champ else None, fresher_within_noise=fresher, window=window)
     verdicts = baseline_verdicts(result.report["metrics"])
     worse = baseline_problem(verdicts)
     if worse is not None:
@@ -269,6 +272,61 @@ def register_trained(engine: sa.Engine, result: TrainResult, frame: pd.DataFrame
     return Decision(version=model.version, promoted=promoted, reason=reason + note,
                     challenger_score=challenger_score, champion_version=champ.version if champ else None,
                     champion_score=champ_score, artifact_path=path, baselines=tuple(verdicts))
+
+
+#: Fewest held-out controlled samples, unseen by both models, that count in the judgement (2 h of 5-minute samples).
+MIN_RECENT_SAMPLES = 24
+
+
+def _judge(model: EnsembleForecaster, champion: EnsembleForecaster, report: Mapping[str, Any],
+           champion_meta: Mapping[str, Any], frame: pd.DataFrame,
+           test_score: float) -> tuple[float, float, bool, str]:
+    """(challenger score, champion score, fresher within noise, the windows' description).
+
+    Both are scored on the challenger's test window (the newest days before control) and,
+    where it holds at least `MIN_RECENT_SAMPLES` that neither model trained on, on its
+    held-out controlled chunks after the champion's newest training sample; the score is
+    then the mean of the two windows' scores, so that the regime the controller runs in
+    weighs as much as the rules' regime. ``test_score``: the challenger's score on its
+    test block, from its training report. ValueError where the champion cannot be scored.
+    """
+    pre: list[Span] = [(pd.Timestamp(report["window"]["test"][0]), pd.Timestamp(report["window"]["test"][1]))]
+    recent = _unseen_by(champion_meta, report.get("recent_test_spans") or [])
+    b_pre, b_rec = samples_in(champion, frame, [pre, recent])
+    a_pre, a_rec = (b_pre, b_rec) if model.spec == champion.spec else samples_in(model, frame, [pre, recent])
+    if not len(b_pre.index_ns):
+        raise ValueError(f"no complete samples between {pre[0][0].isoformat()} and {pre[0][1].isoformat()}")
+    challenger_score, champ_score = test_score, _score(champion, b_pre)
+    a_rec, b_rec = common_samples(a_rec, b_rec)
+    window = "the same window"
+    if len(a_rec.index_ns) >= MIN_RECENT_SAMPLES:
+        challenger_score = (challenger_score + _score(model, a_rec)) / 2.0
+        champ_score = (champ_score + _score(champion, b_rec)) / 2.0
+        a_pre, b_pre = concat_samples(a_pre, a_rec), concat_samples(b_pre, b_rec)
+        window = (f"the same windows (test days before control, and {len(a_rec.index_ns) * 5 / 60:.1f} h "
+                  f"of held-out controlled hours)")
+    fresher = False
+    if champ_score <= challenger_score and _trained_later(report, champion_meta) and len(a_pre.index_ns):
+        fresher = not any(p["worse"] for p in compare_models(model, champion, a_pre, b_pre).values())
+    return challenger_score, champ_score, fresher, window
+
+
+def _score(model: EnsembleForecaster, s: WindowSamples) -> float:
+    return float(ensemble_metrics(model, s.x, s.y)["score"])
+
+
+def _unseen_by(champion_meta: Mapping[str, Any], spans: list[list[str]]) -> list[Span]:
+    """The parts of the challenger's held-out controlled spans after the champion's newest training sample."""
+    try:
+        seen_to = pd.Timestamp(str(champion_meta["training"]["window"]["train"][1]))
+    except (KeyError, TypeError, IndexError):
+        return []
+    out = []
+    for a, b in spans:
+        start, end = max(pd.Timestamp(a), seen_to + pd.Timedelta(seconds=1)), pd.Timestamp(b)
+        if start <= end:
+            out.append((start, end))
+    return out
 
 
 def _trained_later(report: Mapping[str, Any], champion_meta: Mapping[str, Any]) -> bool:

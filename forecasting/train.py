@@ -3,8 +3,9 @@
 The split is in time order, never shuffled across blocks: train (oldest) | validation
 (early stopping) | calibration (conformal factors) | test (reported metrics, champion
 versus challenger) | train again (what the controller did since it began to control
-the plant, ``recent_from``; at most the newest 30 %), with one horizon of samples left
-out at each border so that no target window straddles two blocks. On CUDA the forward
+the plant, ``recent_from``; at most the newest 30 %, less the held-out ``recent_test``
+chunks), with one horizon of samples left out at each border so that no target window
+straddles two blocks (`forecasting.split`). On CUDA the forward
 pass runs under bfloat16 autocast; on the CPU everything is float32 and seeded runs
 repeat bit for bit.
 
@@ -62,9 +63,9 @@ from forecasting.model import (
     residual_targets,
 )
 from forecasting.ood import fit_ood
+from forecasting.split import BLOCKS, chunk_spans, split_blocks
 
 FloatArray = npt.NDArray[np.float64]
-BLOCKS = ("train", "val", "cal", "test")
 log = logging.getLogger(__name__)
 
 
@@ -90,6 +91,9 @@ class TrainConfig:
     # holds, the newest included; "newest": val and cal are the newest blocks before test (see split_blocks)
     holdout: Literal["interleaved", "newest"] = "interleaved"
     holdout_chunk_h: float = 24.0  # length of one interleaved val or cal chunk, at most [h]
+    # held out of the period the controller ran, for champion versus challenger (see split._recent_test)
+    recent_test_share: float = 0.1  # 0: off (every controlled sample trained on)
+    recent_test_chunk_h: float = 4.0  # [h]
     interval_level: float = 0.9
     min_samples: int = 2016  # one week of 5-minute samples
     max_gap_share: float = 0.5
@@ -116,6 +120,9 @@ class TrainConfig:
         if self.holdout not in ("interleaved", "newest") or not self.holdout_chunk_h > 0:
             raise ValueError(f"holdout must be 'interleaved' or 'newest' with a positive chunk length, got "
                              f"{self.holdout!r} and {self.holdout_chunk_h} h")
+        if not 0.0 <= self.recent_test_share <= 0.5 or not self.recent_test_chunk_h > 0:
+            raise ValueError(f"recent_test_share must lie in [0, 0.5] with a positive chunk length, got "
+                             f"{self.recent_test_share} and {self.recent_test_chunk_h} h")
         if not 0.0 <= self.mask_prob < 1.0:
             raise ValueError(f"mask_prob must lie in [0, 1), got {self.mask_prob}")
 
@@ -139,115 +146,6 @@ class TrainResult:
     forecaster: EnsembleForecaster
     report: dict[str, Any] = field(default_factory=dict)
     baselines: dict[str, FittedBaseline] = field(default_factory=dict)
-
-
-def split_blocks(index: pd.DatetimeIndex, config: TrainConfig, embargo: pd.Timedelta,
-                 recent_from: pd.Timestamp | None = None) -> dict[str, npt.NDArray[np.bool_]]:
-    """Boolean masks of the train, val, cal and test samples, each held-out one an embargo from training.
-
-    Test is always the newest block of the history: the honest forward-in-time estimate
-    that promotion compares on. Val (early stopping) and cal (conformal intervals) are,
-    with ``holdout="interleaved"``, chunks spread evenly over the history before test
-    (`_interleaved`); with ``"newest"``, the blocks just before test. Why interleaved:
-    with the newest fifth held out, a cold spell in the last week of the history never
-    reached training nor the OOD reference, and a cold snap a few days later was
-    "unfamiliar" on every cycle (Chicago, January: 45 % fallback).
-
-    With ``recent_from`` (when the controller began to control the plant), every sample
-    from then on is trained on too, at most the newest ``max_recent_share`` of them: a
-    controller retrained every night must learn from what it did (its own moves reach
-    states the history never had). The held-out blocks are cut from the history before it.
-    """
-    n = len(index)
-    pos = np.arange(n)
-    n_old = n
-    if recent_from is not None:
-        first = int(index.searchsorted(pd.Timestamp(recent_from)))
-        n_old = max(first, round((1.0 - config.max_recent_share) * n))
-    test_from = round((1.0 - config.test_share) * n_old)
-    held_share = (config.val_share + config.cal_share) / (1.0 - config.test_share)
-    cal_of_held = config.cal_share / (config.val_share + config.cal_share)
-    label = _newest(index[:test_from], held_share, cal_of_held, embargo)
-    if config.holdout == "interleaved":
-        spread = _interleaved(index[:test_from], held_share, cal_of_held, config.holdout_chunk_h, embargo)
-        if spread is not None:
-            label = spread
-    masks = {name: np.zeros(n, dtype=bool) for name in BLOCKS}
-    for code, name in enumerate(BLOCKS[:3]):
-        masks[name][:test_from] = label == code
-    if test_from < n:
-        before_test = index < index[test_from] - embargo
-        for name in BLOCKS[:3]:
-            masks[name] &= before_test
-    masks["test"] = (pos >= test_from) & (pos < n_old)
-    if n_old < n:
-        masks["test"] &= index < index[n_old] - embargo
-    masks["train"] |= pos >= n_old
-    return masks
-
-
-_PURGED = -1  # a sample within the embargo of another block: in no block
-
-
-def _newest(index: pd.DatetimeIndex, held_share: float, cal_of_held: float,
-            embargo: pd.Timedelta) -> npt.NDArray[np.int64]:
-    """Labels (0 train, 1 val, 2 cal, -1 purged): train, then val, then cal, in time order."""
-    n = len(index)
-    cuts = np.round(np.cumsum([1.0 - held_share, held_share * (1.0 - cal_of_held)]) * n).astype(int)
-    label = np.searchsorted(cuts, np.arange(n), side="right").astype(np.int64)
-    for cut in cuts:
-        if cut < n:
-            label[(index < index[cut]) & (index >= index[cut] - embargo) & (label < label[cut])] = _PURGED
-    return label
-
-
-#: Interleaved chunks shorter than this are too like the training hours beside them [h].
-MIN_CHUNK_H = 12.0
-
-
-def _interleaved(index: pd.DatetimeIndex, held_share: float, cal_of_held: float, chunk_h: float,
-                 embargo: pd.Timedelta) -> npt.NDArray[np.int64] | None:
-    """Labels (0 train, 1 val, 2 cal, -1 purged): held-out chunks spread evenly over time.
-
-    The span is cut into chunks of ``chunk_h`` hours (shorter for short histories, so
-    that at least 20 chunks exist); every 1/``held_share``-th chunk is held out, every
-    1/``cal_of_held``-th of those as cal. Training samples within ``embargo`` of a
-    held-out chunk, on either side, are purged (their targets or lags overlap it).
-    None where the history is too short: chunks under `MIN_CHUNK_H` (fewer than 10
-    days), or no chunk left for val or cal. Why: a chunk of a few hours is so like the
-    hours beside it that early stopping on it runs on into overfitting; on the quick
-    start's 9 days (11-hour chunks) the ensemble's rack-inlet error rose from 0.23-0.25
-    to 0.28 K, worse than its tree baseline, and it was not promoted.
-    """
-    if len(index) == 0:
-        return None
-    t = (index - index[0]) / pd.Timedelta(hours=1)
-    span_h = float(t[-1]) + 1e-9
-    chunk = max(min(chunk_h, span_h / 20.0), 4.0 * embargo / pd.Timedelta(hours=1))
-    if chunk < min(MIN_CHUNK_H, chunk_h):
-        return None
-    n_chunks = int(np.ceil(span_h / chunk))
-    held_rank = _evenly(n_chunks, held_share)  # -1 where the chunk is trained on, else the rank among held-out
-    is_cal = _evenly(int((held_rank >= 0).sum()), cal_of_held) >= 0
-    chunk_label = np.where(held_rank >= 0, 1 + is_cal[np.maximum(held_rank, 0)], 0).astype(np.int64)
-
-    def label_at(hours: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-        return np.asarray(chunk_label[np.clip((hours // chunk).astype(np.int64), 0, n_chunks - 1)])
-
-    e_h = embargo / pd.Timedelta(hours=1)
-    hours = np.asarray(t, dtype=np.float64)
-    label = label_at(hours)
-    if not ((label == 1).any() and (label == 2).any()):
-        return None
-    near_held = (label_at(hours - e_h) > 0) | (label_at(hours + e_h) > 0)
-    return np.where((label == 0) & near_held, _PURGED, label)
-
-
-def _evenly(n: int, share: float) -> npt.NDArray[np.int64]:
-    """For n items, the rank of each of the ~share*n picked evenly (-1 where not picked)."""
-    i = np.arange(n)
-    picked = np.floor((i + 1) * share + 0.5) > np.floor(i * share + 0.5)
-    return np.where(picked, np.cumsum(picked) - 1, -1).astype(np.int64)
 
 
 def data_hash(fs: FeatureSet) -> str:
@@ -442,8 +340,10 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
                     for j in range(k))
     window = {b: [fs.index[m][0].isoformat(), fs.index[m][-1].isoformat()] if m.any() else None
               for b, m in masks.items()}
+    recent_spans = [[a.isoformat(), b.isoformat()]
+                    for a, b in chunk_spans(fs.index, masks["recent_test"], pd.Timedelta(minutes=spec.horizon_min))]
     training: dict[str, Any] = {"window": window, "samples": {b: int(m.sum()) for b, m in masks.items()},
-                                "recent_from": split_from,
+                                "recent_from": split_from, "recent_test_spans": recent_spans,
                                 "gaps": fs.gaps.as_dict(), "data_hash": digest, "config": _config_json(config),
                                 **info}
     meta = {"created_at": created.isoformat(), "training": training, "libraries": _library_versions(),
@@ -454,6 +354,8 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
                                     residual_of=residual_of)
     metrics: dict[str, Any] = {"ensemble": {**ensemble_metrics(forecaster, xs["test"], ys["test"]),
                                             "train_seconds": info["seconds"], "device": info["device"]}}
+    if masks["recent_test"].any():  # the controlled regime, held out: what champion versus challenger also weighs
+        metrics["recent_test"] = ensemble_metrics(forecaster, xs["recent_test"], ys["recent_test"])
     baselines = _fit_baselines(fs, xs, ys, x_scaler, config, clock, metrics) if config.baselines else {}
     if baselines:
         metrics["promotion"] = _promotion_comparison(forecaster, baselines, xs, ys, x_scaler)
@@ -463,7 +365,8 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
               "samples": training["samples"], "epochs_run": info["epochs_run"],
               "best_epoch": info["best_epoch"], "device": info["device"], "train_seconds": info["seconds"],
               "conformal_factors": list(factors), "data_hash": digest, "targets": list(spec.targets),
-              "setpoint_roles": list(spec.setpoint_roles), "masked_roles": list(spec.mask_roles)}
+              "setpoint_roles": list(spec.setpoint_roles), "masked_roles": list(spec.mask_roles),
+              "recent_test_spans": recent_spans}
     return TrainResult(forecaster=forecaster, report=report, baselines=baselines)
 
 

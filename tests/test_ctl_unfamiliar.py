@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -55,3 +56,25 @@ def test_it_asks_at_most_once_per_model_and_only_with_enough_held_ood_cycles_in_
         assert cycles[max(0, n + 1 - 2 * after): n + 1].count(True) >= after and cycles[n]
     if not asked:  # never enough in any window
         assert all(cycles[max(0, n + 1 - 2 * after): n + 1].count(True) < after for n in range(len(cycles)))
+
+
+def test_a_champion_that_stays_unfamiliar_is_asked_for_again_only_after_the_retry_wait() -> None:
+    watch = UnfamiliarWatch()
+    asked = [n for n in range(40) if watch.observe("v1", True, after=3, retry=10) is not None]
+    assert asked == [2, 12, 22, 32]  # first at the third held cycle, then every 10 cycles
+    assert "again" in (watch.observe("v1", True, after=3, retry=1) or "")
+    watch = UnfamiliarWatch()
+    for n in range(12):  # asked once, then the plant came back to familiar ground
+        watch.observe("v1", n < 3, after=3, retry=5)
+    assert watch.observe("v1", False, after=3, retry=5) is None  # waited, but not unfamiliar now
+
+
+@given(st.lists(st.booleans(), max_size=80), st.integers(min_value=1, max_value=6),
+       st.integers(min_value=1, max_value=20))
+def test_requests_for_one_model_are_at_least_the_retry_wait_apart(cycles: list[bool], after: int,
+                                                                  retry: int) -> None:
+    watch = UnfamiliarWatch()
+    asked = [n for n, c in enumerate(cycles) if watch.observe("v1", c, after, retry) is not None]
+    assert all(b - a >= retry for a, b in itertools.pairwise(asked))
+    for n in asked:
+        assert cycles[max(0, n + 1 - 2 * after): n + 1].count(True) >= after

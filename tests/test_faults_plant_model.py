@@ -48,6 +48,7 @@ from tests._fault_rig import (
     QUIET_SENSORS,
     SITE,
     Rig,
+    Run,
     assert_kept_running_and_recorded,
     assert_resumed,
     make_rig,
@@ -313,25 +314,36 @@ def test_a_drifted_model_is_withdrawn_retraining_is_requested_and_the_new_model_
     r.watch.assert_safe(rig.holder.config)
 
 
-@pytest.mark.parametrize("fallback", ["no_warming", "rules"])
-def test_a_model_that_keeps_calling_the_plant_unfamiliar_while_the_fallback_holds_it_there_is_retrained(
-        fallback: str, sqlite_engine: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    rig = make_rig(sqlite_engine, tmp_path, extra="[retraining]\nunfamiliar_after = 3\n"
-                   f"[cycle]\nunsure_fallback = \"{fallback}\"\n")
+def run_unfamiliar(engine: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture, cycle: str, *,
+                   promoted: bool, stop: Callable[[Daemon], None],
+                   retry: int = 0) -> tuple[Rig, threading.Semaphore, Run]:
+    """A daemon whose model v1 calls every state unfamiliar from cycle 10 on (unfamiliar_after 3);
+    each retraining yields v2 (``promoted``) or is rejected. (rig, one release per training, run)."""
+    rig = make_rig(engine, tmp_path, extra=f"[retraining]\nunfamiliar_after = 3\nunfamiliar_retry_after = {retry}\n"
+                   f"[cycle]\n{cycle}\n")
     source = ModelSource(Persistence(version_name="v1"))
     trainings = threading.Semaphore(0)
 
     def retrain(_cancel: threading.Event) -> TrainingOutcome:
-        source.model = Persistence(version_name="v2")  # trained on the hours v1 called unfamiliar
+        if promoted:
+            source.model = Persistence(version_name="v2")  # trained on the hours v1 called unfamiliar
         trainings.release()
-        return TrainingOutcome(ok=True, duration_s=1.0, finished_ts_s=1.7e9, version="v2", promoted=True)
+        return TrainingOutcome(ok=True, duration_s=1.0, finished_ts_s=1.7e9, version="v2", promoted=promoted)
 
     def leave_the_training_data() -> None:
         source.model.ood = 1.5
 
     with caplog.at_level(logging.WARNING):
-        r = run(rig, 0, {10: leave_the_training_data}, until_trained(4, 24), forecaster=source, retrain=retrain,
+        r = run(rig, 0, {10: leave_the_training_data}, stop, forecaster=source, retrain=retrain,
                 trigger=PacedTrigger(cycles_per_s=0))
+    return rig, trainings, r
+
+
+@pytest.mark.parametrize("fallback", ["no_warming", "rules"])
+def test_a_model_that_keeps_calling_the_plant_unfamiliar_while_the_fallback_holds_it_there_is_retrained(
+        fallback: str, sqlite_engine: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rig, trainings, r = run_unfamiliar(sqlite_engine, tmp_path, caplog, f"unsure_fallback = \"{fallback}\"",
+                                       promoted=True, stop=until_trained(4, 24))
 
     codes = [(d.model_version, d.reason_code) for d in r.decisions]
     first = next(n for n, (_, code) in enumerate(codes) if code is not None)
@@ -342,13 +354,32 @@ def test_a_model_that_keeps_calling_the_plant_unfamiliar_while_the_fallback_hold
         assert rig.value("coolpilot_retraining_requests_total", reason="unfamiliar") == 0
         return
     assert all(d.fallback_held for d in r.decisions[first:first + 3])  # the rules would warm: held
-    assert codes[first:first + 3] == [("v1", "ood")] * 3  # 3 of the last 6 cycles: asked, and trained
-    assert codes[first + 3:] == [("v2", None)] * (len(codes) - first - 3)
+    # 3 of the last 6 cycles: asked; the training runs beside the loop, so v2 takes over a cycle or more later
+    switch = codes.index(("v2", None))
+    assert switch >= first + 3 and codes[first:switch] == [("v1", "ood")] * (switch - first)
+    assert codes[switch:] == [("v2", None)] * (len(codes) - switch)
     assert trainings.acquire(timeout=0) and not trainings.acquire(timeout=0)  # retrained once
     assert rig.value("coolpilot_retraining_requests_total", reason="unfamiliar") == 1
     assert rig.value("coolpilot_retraining_requests_total", reason="drift") == 0
     assert any("held it there, in 3 of the last 6 cycles" in m and "retraining is requested" in m
                for m in caplog.messages)
+    r.watch.assert_safe(rig.holder.config)
+
+
+def test_a_champion_that_stays_unfamiliar_after_a_rejected_retraining_is_asked_for_again_after_the_wait(
+        sqlite_engine: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rig, trainings, r = run_unfamiliar(sqlite_engine, tmp_path, caplog, "unsure_fallback = \"no_warming\"",
+                                       promoted=False, stop=until_trained(1000, 30), retry=6)
+
+    codes = [d.reason_code for d in r.decisions]
+    first = codes.index("ood")
+    assert all(c == "ood" for c in codes[first:]) and all(d.fallback_held for d in r.decisions[first:])
+    expected = 1 + (len(codes) - 1 - (first + 2)) // 6  # at the third held cycle, then every 6 cycles
+    assert expected >= 2
+    asked = rig.value("coolpilot_retraining_requests_total", reason="unfamiliar")
+    assert asked == expected
+    assert 1 <= sum(trainings.acquire(timeout=0) for _ in range(expected + 1)) <= expected  # one at a time
+    assert sum("(again: the last retraining did not replace it)" in m for m in caplog.messages) == expected - 1
     r.watch.assert_safe(rig.holder.config)
 
 

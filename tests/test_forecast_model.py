@@ -176,9 +176,11 @@ def test_a_history_too_short_for_day_long_chunks_keeps_the_newest_layout() -> No
 def test_what_the_controller_did_is_trained_on_not_held_out(history: pd.DataFrame) -> None:
     fs = build_samples(history, FeatureSpec())
     since = fs.index[int(0.9 * len(fs.index))]  # CoolPilot took control for the newest tenth
-    masks = split_blocks(fs.index, SMALL, pd.Timedelta(minutes=60), recent_from=since)
+    masks = split_blocks(fs.index, replace(SMALL, recent_test_share=0.0), pd.Timedelta(minutes=60),
+                         recent_from=since)
     train = fs.index[masks["train"]]
     assert (fs.index[fs.index >= since].isin(train)).all()  # every sample since is trained on
+    assert not masks["recent_test"].any()
     held = [fs.index[masks[b]] for b in ("val", "cal", "test")]
     for block in (train[train < since], *held[:2]):
         assert block.max() + pd.Timedelta(minutes=60) < held[2].min()
@@ -187,6 +189,31 @@ def test_what_the_controller_did_is_trained_on_not_held_out(history: pd.DataFram
     masks = split_blocks(fs.index, SMALL, pd.Timedelta(minutes=60), recent_from=fs.index[10])
     assert all(masks[b].any() for b in ("val", "cal", "test"))
     assert fs.index[masks["test"]].max() < fs.index[int((1 - SMALL.max_recent_share) * len(fs.index))]
+
+
+def test_held_out_controlled_chunks_lie_on_a_grid_every_model_of_the_deployment_shares() -> None:
+    """The recent-test chunks: complete chunks only (the newest hours are always trained on),
+    every 1/share-th chunk from when control began, an embargo from training, and the same
+    chunks for a model trained a day later, so that no later model trains on them."""
+    embargo = pd.Timedelta(minutes=30)
+    config = replace(SMALL, recent_test_share=0.2, recent_test_chunk_h=4.0)
+    since = pd.Timestamp("2023-07-15T00:00", tz="UTC")
+    today = pd.date_range("2023-07-01", "2023-07-18T07:55", freq="5min", tz="UTC")
+    masks = split_blocks(today, config, embargo, recent_from=since)
+    held = today[masks["recent_test"]]
+    hours = (held - since) / pd.Timedelta(hours=1)
+    assert set(np.floor(hours / 4.0).astype(int)) == {4, 9, 14}  # 16-20 h, 36-40 h, 56-60 h after control began
+    assert held.max() <= since + pd.Timedelta(hours=60)  # chunk 19 (76-80 h) is not complete yet: trained on
+    assert today[-1] in today[masks["train"]]
+    trained = today[masks["train"] | masks["val"] | masks["cal"] | masks["test"]]
+    gaps = np.abs(trained.as_unit("ns").asi8[:, None] - held.as_unit("ns").asi8[None, :]).min()
+    assert gaps > embargo.value
+    controlled = today[today >= since]
+    assert abs(len(held) / len(controlled) - 0.2) < 0.06
+    later = pd.date_range("2023-07-01", "2023-07-19T07:55", freq="5min", tz="UTC")
+    held_later = later[split_blocks(later, config, embargo, recent_from=since)["recent_test"]]
+    assert held.isin(held_later).all() and len(held_later) > len(held)
+    assert not split_blocks(today, config, embargo)["recent_test"].any()  # never before control
 
 
 def test_training_beats_persistence_and_reports_every_baseline(trained: TrainResult) -> None:

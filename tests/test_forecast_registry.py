@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,38 @@ def test_a_challenger_that_learned_newer_days_wins_unless_worse_beyond_noise(
     d = register_trained(engine, variant(trained, history, "same-days", cooling_bias_kw=0.3), history, tmp_path,
                          site=site)
     assert not d.promoted
+
+
+def test_once_coolpilot_has_run_the_plant_its_held_out_hours_weigh_as_much_as_the_days_before(
+        engine: sa.Engine, tmp_path: Path) -> None:
+    """A plant that changed under CoolPilot's control (cooling power 40 % up): the champion, which
+    never saw the change, is judged on the held-out controlled hours that neither model trained on
+    as much as on the days before control, and loses there; without held-out hours (share 0) only
+    the days before control count."""
+    history = synthetic_history(days=14, seed=7)
+    since = history.index[0] + pd.Timedelta(days=10)
+    changed = history.copy()
+    changed.loc[changed.index >= since, "cooling_power_kw"] *= 1.4
+    before = history[history.index < since]
+    champion = fit_forecaster(before, config=TINY, device="cpu")
+    champion_scores = {}
+    for site, share in (("judged-on-both", 0.2), ("judged-before-only", 0.0)):
+        champ = champion if share else variant(champion, before, "the-same-champion", cooling_bias_kw=0.0)
+        assert register_trained(engine, champ, changed, tmp_path / site, site=site).promoted
+        config = replace(TINY, recent_test_share=share)
+        challenger = fit_forecaster(changed, config=config, device="cpu", recent_from=since.to_pydatetime())
+        d = register_trained(engine, challenger, changed, tmp_path / site, site=site)
+        spans = challenger.report["recent_test_spans"]
+        if share:
+            assert len(spans) == 4 and all(pd.Timestamp(a) >= since for a, _ in spans)
+            assert "held-out controlled hours" in d.reason
+            assert d.promoted and d.champion_score is not None and d.challenger_score < d.champion_score
+        else:
+            assert spans == [] and "on the same window:" in d.reason
+        assert d.champion_score is not None
+        champion_scores[site] = d.champion_score
+    # the same champion on the same days before control; its error on the changed plant doubles its score
+    assert champion_scores["judged-on-both"] > 2.0 * champion_scores["judged-before-only"]
 
 
 def test_champion_challenger_pin_and_rollback(engine: sa.Engine, trained: TrainResult, history: pd.DataFrame,

@@ -381,9 +381,11 @@ class Daemon:
         else:
             self.last_decision = decision
             unfamiliar = self.unfamiliar.observe(decision.model_version, held_unfamiliar(decision),
-                                                 config.retraining.unfamiliar_after)
+                                                 config.retraining.unfamiliar_after,
+                                                 config.retraining.unfamiliar_retry_after)
             if unfamiliar is not None and p.retrain is not None:  # without retraining, nothing to ask
-                self._request_retraining("unfamiliar", str(decision.model_version), unfamiliar, logging.WARNING)
+                self._request_retraining("unfamiliar", f"{decision.model_version}#{self.unfamiliar.requests}",
+                                         unfamiliar, logging.WARNING)
             try:
                 savings = self.publisher.publish(config, decision, self._model)
             except Exception:  # metrics must never stop the control loop

@@ -101,7 +101,8 @@ class CoolPilotLoop:
         d = run_cycle(self.config, self.source, self.forecaster, self.actuator, self.recorder,
                       lambda: self.plant.now, dict(self.last_applied))
         self.last_applied.update(d.sent)
-        if self.unfamiliar.observe(d.model_version, held_unfamiliar(d), self.config.retraining.unfamiliar_after):
+        if self.unfamiliar.observe(d.model_version, held_unfamiliar(d), self.config.retraining.unfamiliar_after,
+                                   self.config.retraining.unfamiliar_retry_after):
             self._retrain("unfamiliar")
         row = _decision_row(d)
         row.update(self._calibrate(record, d))
