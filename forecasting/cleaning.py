@@ -8,7 +8,10 @@ counted like any other gap: nothing is invented in their place.
 A spike is one record that jumps away from both neighbours, in the same direction, by
 more than a floor per unit, while the two records on each side agree with each other.
 Steps and first-order responses (a setpoint change, a chiller staging) move
-monotonically, and an oscillation has no calm sides, so both are kept. Stuck sensors are not detected here (a constant value is plausible for
+monotonically, and an oscillation has no calm sides, so both are kept. A one-record
+jump that another measurement corroborates (it moves beyond its own floor at the same
+record: a compressor cycling moves cooling and IT power together) is the plant, not a
+sensor, and is kept too. Stuck sensors are not detected here (a constant value is plausible for
 hours); the controller checks those on its live window.
 """
 
@@ -38,15 +41,16 @@ def outlier_mask(frame: pd.DataFrame) -> pd.DataFrame:
     Setpoint columns are commands, not sensors, and are never flagged. The frame must
     be on a regular grid (neighbours are the rows before and after).
     """
-    flags: dict[str, pd.Series] = {}
+    out_of_range: dict[str, pd.Series] = {}
+    spikes: dict[str, pd.Series] = {}
+    moved: dict[str, pd.Series] = {}
     for col in frame.columns:
         role = ROLES.get(str(col))
         if role is None or role.kind != "measurement":
-            flags[str(col)] = pd.Series(False, index=frame.index)
             continue
         s = frame[col].astype(float)
-        out_of_range = (s < role.physical_min) | (s > role.physical_max)
-        v = s.where(~out_of_range)
+        out_of_range[str(col)] = (s < role.physical_min) | (s > role.physical_max)
+        v = s.where(~out_of_range[str(col)])
         before, after = v.shift(1), v.shift(-1)
         up, down = v - before, v - after
         jump = np.minimum(up.abs(), down.abs())
@@ -54,8 +58,14 @@ def outlier_mask(frame: pd.DataFrame) -> pd.DataFrame:
         limit = NEIGHBOUR_AGREEMENT * jump
         calm = ((after - before).abs() < limit) & ~((before - v.shift(2)).abs() >= limit) \
             & ~((v.shift(-2) - after).abs() >= limit)
-        spike = same_direction & calm & (jump > _floor(str(col), (before + after) / 2.0))
-        flags[str(col)] = out_of_range | spike.fillna(False).astype(bool)
+        floor = _floor(str(col), (before + after) / 2.0)
+        spikes[str(col)] = (same_direction & calm & (jump > floor)).fillna(False).astype(bool)
+        moved[str(col)] = ((up.abs() > floor) | (down.abs() > floor)).fillna(False).astype(bool)
+    flags = {str(c): pd.Series(False, index=frame.index) for c in frame.columns}
+    movers = pd.DataFrame(moved, index=frame.index).sum(axis=1) if moved else pd.Series(0, index=frame.index)
+    for col, spike in spikes.items():
+        corroborated = (movers - moved[col].astype(int)) >= 1  # another measurement moved at the same record
+        flags[col] = out_of_range[col] | (spike & ~corroborated)
     return pd.DataFrame(flags, index=frame.index)[[str(c) for c in frame.columns]]
 
 

@@ -206,6 +206,13 @@ def test_cleaning_removes_spikes_and_out_of_range_but_keeps_steps(history: pd.Da
     wobble = history.iloc[:50].copy()
     wobble.loc[wobble.index[10:30], power] = np.where(np.arange(20) % 2 == 0, 100.0, 250.0)
     assert not outlier_mask(wobble)[power].any()
+    # a jump that another measurement corroborates at the same record is the plant (a compressor
+    # cycling moves cooling and IT power together), not a sensor: kept; alone it is a spike
+    cycling = history.iloc[:50].copy()
+    cycling.loc[cycling.index[20], power] *= 3.0
+    assert outlier_mask(cycling)[power].iloc[20]
+    cycling.loc[cycling.index[20], "it_power_kw"] *= 0.3
+    assert not outlier_mask(cycling)[[power, "it_power_kw"]].iloc[20].any()
     # samples touching a removed reading are dropped and the removal is counted
     fs = build_samples(frame, FeatureSpec())
     assert fs.gaps.outliers_removed == 3
