@@ -157,13 +157,13 @@ def compare_models(challenger: EnsembleForecaster, champion: EnsembleForecaster,
     an older window; losing there by a fraction of a per cent is no reason to keep a
     champion that has never seen the plant as it is now. ValueError if no time is common.
     """
-    common, ia, ib = np.intersect1d(a.index_ns, b.index_ns, return_indices=True)
-    if not len(common):
+    a, b = common_samples(a, b)
+    if not len(a.index_ns):
         raise ValueError("no samples both models can score")
-    pred_a = challenger.predict_rows(a.x[ia], with_ood=False).mean
-    pred_b = champion.predict_rows(b.x[ib], with_ood=False).mean
-    y = a.y[ia]
-    return {t: {"samples": len(common), **_paired_excess(np.abs(y[:, j] - pred_a[:, j]) - np.abs(y[:, j] - pred_b[:, j]))}
+    pred_a = challenger.predict_rows(a.x, with_ood=False).mean
+    pred_b = champion.predict_rows(b.x, with_ood=False).mean
+    y = a.y
+    return {t: {"samples": len(y), **_paired_excess(np.abs(y[:, j] - pred_a[:, j]) - np.abs(y[:, j] - pred_b[:, j]))}
             for j, t in enumerate(TARGETS)}
 
 

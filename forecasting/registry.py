@@ -38,6 +38,7 @@ from forecasting.evaluate import (
     samples_in,
 )
 from forecasting.model import EnsembleForecaster
+from forecasting.spec import STEP_MIN
 from forecasting.train import TrainResult
 
 #: Key in a model record's meta holding the sha256 of its JSON sidecar (records made
@@ -303,7 +304,7 @@ def _judge(model: EnsembleForecaster, champion: EnsembleForecaster, report: Mapp
         challenger_score = (challenger_score + _score(model, a_rec)) / 2.0
         champ_score = (champ_score + _score(champion, b_rec)) / 2.0
         a_pre, b_pre = concat_samples(a_pre, a_rec), concat_samples(b_pre, b_rec)
-        window = (f"the same windows (test days before control, and {len(a_rec.index_ns) * 5 / 60:.1f} h "
+        window = (f"the same windows (test days before control, and {len(a_rec.index_ns) * STEP_MIN / 60:.1f} h "
                   f"of held-out controlled hours)")
     fresher = False
     if champ_score <= challenger_score and _trained_later(report, champion_meta) and len(a_pre.index_ns):
