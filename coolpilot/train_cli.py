@@ -200,8 +200,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from forecasting.registry import get_entry
 
     e = get_entry(_engine(args), args.version, site=args.site)
-    human = "\n".join([_entry_line(e), f"artifact {e.artifact_path} sha256 {e.sha256}",
-                       _metrics_table(e.metrics) if e.metrics else "no metrics"])
+    lines = [_entry_line(e), f"artifact {e.artifact_path} sha256 {e.sha256}"]
+    if e.meta.get("decision"):  # why it was promoted or rejected, and on which windows
+        lines.append(f"decision: {e.meta['decision']}")
+    lines.append(_metrics_table(e.metrics) if e.metrics else "no metrics")
+    human = "\n".join(lines)
     emit(args, e.as_dict(), human)
     return 0
 

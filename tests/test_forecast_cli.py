@@ -106,6 +106,8 @@ def test_train_list_show_promote_rollback(db_url: str, simulated: pd.DataFrame, 
     assert code == 2 and "no model with version 'no-such-version'" in err
     code, text, _ = run(capsys, "models", "list", *common)
     assert code == 0 and f"{champion}" in text and "champion" in text
+    code, text, _ = run(capsys, "models", "show", *common, second)
+    assert code == 0 and f"decision: {rep2['decision']['reason']}" in text  # why it was or was not promoted
 
 
 def test_train_learns_from_the_days_coolpilot_controlled(sqlite_url: str, simulated: pd.DataFrame, tmp_path: Path,
