@@ -18,7 +18,7 @@ class MqttSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     topic: str = "coolpilot/{site_id}/setpoints/{role}"
-    qos: Literal[0, 1, 2] = 1
+    qos: int = Field(default=1, ge=0, le=2)  # not Literal[0, 1, 2]: strict mode let `qos = true` pass as 1
     retain: bool = True
     client_id: str = ""
     username: str | None = None

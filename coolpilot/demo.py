@@ -297,7 +297,7 @@ def _first_model(engine: Any, opts: DemoOptions, say: Callable[[str], None]) -> 
 
     def on_epoch(report: Any) -> None:
         if report.epoch == 1 or report.epoch % 10 == 0:
-            say(f"      epoch {report.epoch}/{report.max_epochs}: validation NLL {report.val_loss:+.3f} "
+            say(f"      epoch {report.epoch}/{report.max_epochs}: validation MSE {report.val_loss:.3f} "
                 f"({report.elapsed_s:.0f} s)")
 
     say(f"[3/4] training the forecasting ensemble ({train_config.members} members, "

@@ -101,7 +101,7 @@ def progress_bar(stream: TextIO) -> Callable[[EpochReport], None]:
         width = 24
         done = int(width * r.epoch / r.max_epochs)
         stream.write(f"\rtraining [{'#' * done}{'.' * (width - done)}] epoch {r.epoch}/{r.max_epochs} "
-                     f"train NLL {r.train_loss:+.3f} val NLL {r.val_loss:+.3f} best {r.best_val_loss:+.3f} "
+                     f"train NLL {r.train_loss:+.3f} val MSE {r.val_loss:.3f} best {r.best_val_loss:.3f} "
                      f"{r.elapsed_s:5.1f} s")
         stream.flush()
 

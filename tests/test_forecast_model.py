@@ -18,7 +18,14 @@ from forecasting.ensemble import BatchedEnsemble, EnsembleConfig, mixture
 from forecasting.features import FeatureSpec, build_samples
 from forecasting.ood import fit_ood
 from forecasting.protocol import Forecast, Forecaster
-from forecasting.train import TrainConfig, TrainResult, cpu_threads, fit_forecaster, split_blocks
+from forecasting.train import (
+    TrainConfig,
+    TrainResult,
+    cpu_threads,
+    fit_forecaster,
+    split_blocks,
+    train_ensemble,
+)
 from tests._forecast_synth import synthetic_history
 
 SMALL = TrainConfig(members=3, hidden=(64, 64), max_epochs=25, batch_size=256, min_samples=1000, patience=5)
@@ -302,6 +309,30 @@ def test_baselines_fit_on_the_same_rows(history: pd.DataFrame) -> None:
     assert np.array_equal(pers[:, 0], fs.x[2000:2100, fs.names.index("cooling_power_kw")])
     ridge = fitted["ridge"].model.predict(fs.x[2000:2100])
     assert mape_pct(fs.y[2000:2100, 0], ridge[:, 0]) < mape_pct(fs.y[2000:2100, 0], pers[:, 0])
+
+
+def _nonlinear(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = np.stack([np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2], np.tanh(x[:, 3]) + 0.5 * x[:, 0] ** 2], 1)
+    return x, (y + rng.normal(scale=0.05, size=y.shape)).astype(np.float32)
+
+
+def test_a_few_outlying_validation_rows_do_not_stop_training_at_the_start() -> None:
+    """Early stopping watches the means (MSE), not the NLL: under NLL, six rows 40 units off made
+    an early wide-variance epoch the best, and the model kept was six times worse on the rest."""
+    rng = np.random.default_rng(0)
+    (xt, yt), (xv, yv) = _nonlinear(rng, 3000), _nonlinear(rng, 600)
+    spoilt = yv.copy()
+    spoilt[:6] += 40.0
+    cfg = TrainConfig(members=2, hidden=(32, 32), max_epochs=30, patience=5, linear_skip=False)
+
+    def clean_mse(y_val: np.ndarray) -> float:
+        module, _ = train_ensemble(xt, yt, xv, y_val, cfg, torch.device("cpu"))
+        with torch.inference_mode():
+            mean, _ = module.split(module(torch.as_tensor(xv[6:])))
+        return float(((mean.mean(0).numpy() - yv[6:]) ** 2).mean())
+
+    assert clean_mse(spoilt) < 1.5 * clean_mse(yv)
 
 
 def test_cpu_thread_limit_is_scoped() -> None:

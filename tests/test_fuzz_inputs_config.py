@@ -143,6 +143,7 @@ def changed(path: tuple[str, ...], value: Any, kind: str) -> tuple[dict[str, Any
 @example(doc=changed(("optimizer", "seed"), -1, "may fail"))  # accepted, then every cycle raised
 @example(doc=changed(("actuator", "mqtt", "topic"), "{role}{site_id.x}", "may fail"))  # AttributeError
 @example(doc=changed(("setpoints", "chw_supply_sp_c", "min_c"), True, MUST_FAIL))  # became 1.0 C
+@example(doc=changed(("actuator", "mqtt", "qos"), True, MUST_FAIL))  # Literal[0, 1, 2] took it as 1
 def test_mutated_configs_validate_or_name_the_field(doc: tuple[dict[str, Any], list[tuple[tuple[str, ...], str]]]) -> None:
     data, mutations = doc
     text = render_toml(data)
