@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from controller.candidates import block_reversals, to_mapping, to_vector, tower_floor
-from controller.config import Config
+from controller.config import Config, QualitySettings
 from controller.cycle_state import (
     RACK_INLET,
     WETBULB,
@@ -369,13 +369,13 @@ def required_roles(config: Config, model: Forecaster | None) -> tuple[str, ...]:
 MAX_STUCK_WINDOW_ROWS = 144
 
 
-def window_rows(config: Config, model: Forecaster | None) -> int:
+def window_rows(quality: QualitySettings, model: Forecaster | None) -> int:
     """Rows the cycle reads: the quality window, the model's history and, where the model
-    carries the site's data profile, enough for a learned stuck run (at most a day)."""
-    rows = max(config.quality.window_rows, model.history_needed() if model is not None else 0)
+    carries the site's data profile, enough for a learned stuck run (at most 12 hours)."""
+    rows = max(quality.window_rows, model.history_needed() if model is not None else 0)
     profile = getattr(model, "data_profile", None)
     if profile is not None and model is not None:
-        learned = [stuck_threshold_rows(r, config.quality, profile) for r in model.required_roles()
+        learned = [stuck_threshold_rows(r, quality, profile) for r in model.required_roles()
                    if profile.role(r) is not None]
         rows = max(rows, min(max(learned, default=0), MAX_STUCK_WINDOW_ROWS))
     return rows
@@ -423,7 +423,7 @@ def run_cycle(
     read_error = None
     # the grid row labelled t holds readings in (t - 5 min, t]: end just after the last full row
     end = floor_to_grid(now) + GRID
-    start = end - window_rows(config, model) * GRID
+    start = end - window_rows(config.quality, model) * GRID
     try:
         frame = source.read_wide(required_roles(config, model), start, end, GRID_FREQ).frame
     except Exception as exc:  # a historian failure must become a fallback, not a dead loop

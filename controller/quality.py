@@ -161,13 +161,13 @@ def _changes(frame: pd.DataFrame, role: str, first: int, last: int) -> bool:
     return len(values) > 1 and bool(np.ptp(values) > 0.0)
 
 
-def _stuck(role: str, frame: pd.DataFrame, settings: QualitySettings, profile: DataProfile | None) -> QualityIssue | None:
-    """A flat run at the end of ``frame`` longer than the site ever showed, while related roles move."""
-    values = as_floats(frame[role])
-    starts, ends = flat_runs(values)
-    if not len(starts):
-        return None
-    first, last = int(starts[-1]), int(ends[-1])
+def _stuck_run(role: str, frame: pd.DataFrame, first: int, last: int, settings: QualitySettings,
+               profile: DataProfile | None) -> tuple[int, list[str]] | None:
+    """(limit, moving related roles) when the flat run ``first..last`` of ``role`` is a stuck sensor, else None.
+
+    Stuck: at least ``stuck_threshold_rows`` long while a related role moved (or with no
+    related role to ask); everything around it holding still is a quiet plant.
+    """
     limit = stuck_threshold_rows(role, settings, profile)
     if last - first + 1 < limit:
         return None
@@ -175,11 +175,56 @@ def _stuck(role: str, frame: pd.DataFrame, settings: QualitySettings, profile: D
     moving = [r for r in related if _changes(frame, r, first, last)]
     if related and not moving:
         return None  # everything around it holds still too: a loop that is off, a quiet plant
+    return limit, moving
+
+
+def _stuck(role: str, frame: pd.DataFrame, settings: QualitySettings, profile: DataProfile | None) -> QualityIssue | None:
+    """A flat run at the end of ``frame`` longer than the site ever showed, while related roles move."""
+    values = as_floats(frame[role])
+    starts, ends = flat_runs(values)
+    if not len(starts):
+        return None
+    first, last = int(starts[-1]), int(ends[-1])
+    stuck = _stuck_run(role, frame, first, last, settings, profile)
+    if stuck is None:
+        return None
+    limit, moving = stuck
     learned = _learned(role, profile)
     seen = "no profile" if learned is None else f"the site's longest was {learned.longest_flat_rows} rows"
     why = f" while {', '.join(moving[:3])} moved" if moving else ""
     return QualityIssue(role, "stuck", f"unchanged at {values[last]} for {last - first + 1} rows "
                         f"(limit {limit}; {seen}){why}")
+
+
+def stuck_readings(frame: pd.DataFrame, settings: QualitySettings, profile: DataProfile | None,
+                   rows_read: int | None = None, roles: Iterable[str] | None = None) -> pd.DataFrame:
+    """Boolean frame like ``frame``: True on every flat run the stuck check would have flagged.
+
+    Why: retraining must not learn a stuck sensor as the site's normal behaviour. A
+    profile learned from a history holding a 55-row stuck rack inlet would raise the
+    stuck limit to 83 rows, and the next fault that short would pass unseen. So the
+    readings that the checks in force (``profile``: the champion's; None: the defaults)
+    would have called stuck, on any run of the history and not only at its end, are
+    left out of training (``forecasting.train.fit_forecaster``'s ``suspect``).
+    ``rows_read``: the rows a cycle reads (``controller.cycle.window_rows``); a role whose
+    limit is longer is never flagged live, so not here either (None: no such bound).
+    ``roles``: the roles to judge (None: all). Roles that may stay constant (setpoints,
+    counts, shares) are never flagged.
+    """
+    flags = np.zeros(frame.shape, dtype=np.bool_)
+    judged = None if roles is None else frozenset(roles)
+    for j, col in enumerate(frame.columns):
+        role = str(col)
+        limit = stuck_threshold_rows(role, settings, profile)
+        if (judged is not None and role not in judged) or _may_be_constant(role) \
+                or (rows_read is not None and limit > rows_read):
+            continue
+        starts, ends = flat_runs(as_floats(frame[col]))
+        long = ends - starts + 1 >= limit  # most runs are short
+        for first, last in zip(starts[long].tolist(), ends[long].tolist(), strict=True):
+            if _stuck_run(role, frame, first, last, settings, profile) is not None:
+                flags[first:last + 1, j] = True
+    return pd.DataFrame(flags, index=frame.index, columns=frame.columns)
 
 
 def _move_step(role: str, steps: FloatArray, profile: DataProfile | None) -> float:

@@ -152,7 +152,8 @@ def _wire(args: argparse.Namespace, holder: Any, engine: Any, plant: Any,
     config = holder.config
     registry = CollectorRegistry()
     _serve_metrics(args, config, registry, stack)
-    retrain = Retrainer(engine, config.site_id, _models_dir(args.models_dir), config.retraining.history_days)
+    retrain = Retrainer(engine, config.site_id, _models_dir(args.models_dir), config.retraining.history_days,
+                        quality=config.quality)
     try:
         parts = stack.enter_context(build_parts(holder, engine=engine, registry=registry, retrain=retrain,
                                                 clock=utc_now if plant is None else plant_clock(plant), plant=plant))

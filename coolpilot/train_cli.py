@@ -108,6 +108,11 @@ def progress_bar(stream: TextIO) -> Callable[[EpochReport], None]:
     return show
 
 
+def _counts(by_role: dict[str, int]) -> str:
+    """``role N readings, ...``, or "none"."""
+    return ", ".join(f"{role} {n} readings" for role, n in sorted(by_role.items())) or "none"
+
+
 def _metrics_table(metrics: dict[str, Any]) -> str:
     lines = [f"{'model':<24} {'cool MAE kW':>11} {'cool MAPE %':>11} {'rack MAE C':>10} {'cover90 cool/rack':>18} "
              f"{'train s':>8}  device"]
@@ -137,9 +142,11 @@ def _baseline_table(verdicts: list[dict[str, Any]]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from controller.config import QualitySettings
+    from controller.service.retraining import fit_without_stuck
     from db.records import controlled_since
     from forecasting.registry import register_trained
-    from forecasting.train import TrainConfig, fit_forecaster
+    from forecasting.train import TrainConfig
 
     if is_fleet(args):  # --all-sites / --sites: one job per site (coolpilot.fleet)
         return cmd_train_fleet(args, Path(args.models_dir or os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR))
@@ -155,11 +162,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = None if quiet else progress_bar(sys.stderr)
     # as the daemon does: what CoolPilot did since it took control is trained on, not held out
     since = controlled_since(engine, args.site)
-    result = fit_forecaster(frame, spec=spec, config=config, device=args.device, on_epoch=bar, recent_from=since)
+    # as the daemon does: what the stuck check in force flags is not learned (default quality settings)
+    result, cleaned = fit_without_stuck(engine, args.site, frame, QualitySettings(), spec=spec, config=config,
+                                        device=args.device, on_epoch=bar, recent_from=since)
     if bar is not None:
         sys.stderr.write("\n")
     models_dir = Path(args.models_dir or os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR)
-    decision = register_trained(engine, result, frame, models_dir, site=args.site)
+    decision = register_trained(engine, result, cleaned, models_dir, site=args.site)
     r = result.report
     payload = {**r, "decision": decision.as_dict(), "artifact": str(decision.artifact_path)}
     g = r["gaps"]
@@ -170,6 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"gaps: {g['rows'] - g['samples']} of {g['rows']} rows unusable ({g['missing_grid_rows']} absent, "
         f"{g['dropped_state']} state gaps, {g['dropped_horizon']} horizon gaps; {g['outliers_removed']} readings "
         f"removed as spikes or out of range); none were filled",
+        f"left out as stuck sensors: {_counts(r['suspect_removed'])}",
         f"epochs {r['epochs_run']} (best {r['best_epoch']}) on {r['device']} in {r['train_seconds']:.1f} s",
         _metrics_table(r["metrics"]),
         _baseline_table(decision.as_dict()["baselines"]),

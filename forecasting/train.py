@@ -303,16 +303,21 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
                    device: str = "auto", on_epoch: Callable[[EpochReport], None] | None = None,
                    now: Callable[[], datetime] = lambda: datetime.now(UTC),
                    clock: Callable[[], float] = time.perf_counter,
-                   recent_from: datetime | None = None) -> TrainResult:
+                   recent_from: datetime | None = None, suspect: pd.DataFrame | None = None) -> TrainResult:
     """Build samples from a wide history frame, train, calibrate, and measure against baselines.
 
     ``recent_from``: when the controller began to control the plant (its first applied
     decision); the samples since are trained on, not held out (see `split_blocks`).
+    ``suspect``: readings the caller's live checks call bad (True; e.g. the runs the
+    controller's stuck check flags, ``controller.quality.stuck_readings``), same index and
+    columns as ``frame`` where given: they are gaps to the samples and to the data
+    profile, so a fault is learned neither as the plant nor as its normal behaviour.
 
     ``spec`` None: ``FeatureSpec.for_history(frame)`` (the roles and setpoints the site
     has). Raises `forecasting.features.FeatureError` for history that is too short,
     lacks a role or is mostly gaps.
     """
+    frame, suspect_removed = without_suspect(frame, suspect)
     spec = spec or FeatureSpec.for_history(frame)
     config = config or TrainConfig()
     dev = select_device(device)
@@ -355,7 +360,8 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
                     for a, b in chunk_spans(fs.index, masks["recent_test"], pd.Timedelta(minutes=spec.horizon_min))]
     training: dict[str, Any] = {"window": window, "samples": {b: int(m.sum()) for b, m in masks.items()},
                                 "recent_from": split_from, "recent_test_spans": recent_spans,
-                                "gaps": fs.gaps.as_dict(), "data_hash": digest, "config": _config_json(config),
+                                "gaps": fs.gaps.as_dict(), "suspect_removed": suspect_removed,
+                                "data_hash": digest, "config": _config_json(config),
                                 **info}
     meta = {"created_at": created.isoformat(), "training": training, "libraries": _library_versions(),
             **_learn_profile(frame)}
@@ -372,7 +378,8 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
         metrics["promotion"] = _promotion_comparison(forecaster, baselines, xs, ys, x_scaler)
     forecaster.meta["metrics"] = metrics
     forecaster.meta["conformal_calibration_samples"] = int(masks["cal"].sum())
-    report = {"version": version, "metrics": metrics, "gaps": fs.gaps.as_dict(), "window": window,
+    report = {"version": version, "metrics": metrics, "gaps": fs.gaps.as_dict(), "suspect_removed": suspect_removed,
+              "window": window,
               "samples": training["samples"], "epochs_run": info["epochs_run"],
               "best_epoch": info["best_epoch"], "device": info["device"], "train_seconds": info["seconds"],
               "conformal_factors": list(factors), "data_hash": digest, "targets": list(spec.targets),
@@ -403,6 +410,15 @@ def _promotion_comparison(forecaster: EnsembleForecaster, baselines: dict[str, F
     preds = {name: np.asarray(f.model.predict(x_scaler.impute(x)), dtype=np.float64)
              for name, f in baselines.items() if name in PROMOTION_BASELINES}
     return compare_with_baselines(y, ens, preds)
+
+
+def without_suspect(frame: pd.DataFrame, suspect: pd.DataFrame | None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """``frame`` with the ``suspect`` readings set to NaN, and how many per role (only roles with any)."""
+    if suspect is None:
+        return frame, {}
+    flags = suspect.reindex(index=frame.index, columns=frame.columns).fillna(False).astype(bool)
+    counts = {str(c): int(n) for c, n in flags.sum().items() if n}
+    return (frame.mask(flags) if counts else frame), counts
 
 
 def _learn_profile(frame: pd.DataFrame) -> dict[str, Any]:

@@ -4,7 +4,8 @@ The stuck and spike checks judge a reading against the site's own behaviour (a l
 ``DataProfile``): the unit tests replay the kinds of flat and stepping data that a real
 plant produced (hourly weather, a loop held at its setpoint, chiller staging) and the
 property tests pin the rules down: flat no longer than the site's longest is never
-stuck, a corroborated step is never a spike, a lone jump is, a hot rack inlet is believed.
+stuck, a corroborated step is never a spike, a lone jump is, a hot rack inlet is believed,
+and the stuck runs flagged in a history for retraining are the ones the live check flags.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from controller.config import QualitySettings
-from controller.quality import HOT_IS_REAL, check_window, mask_out_of_range, stuck_threshold_rows
+from controller.quality import (
+    HOT_IS_REAL,
+    check_window,
+    mask_out_of_range,
+    stuck_readings,
+    stuck_threshold_rows,
+)
 from db.roles import ROLES as ROLE_TABLE
 from forecasting.data_profile import DataProfile, RoleProfile, learn_profile
 from tests._ctl_support import NOW, later, window
 from tests._site_history import STORM_HOUR, hourly_weather, plant_like, staging_history
 
+RACK = "rack_inlet_max_c"
 ROLES = ("rack_inlet_max_c", "it_power_kw", "outdoor_drybulb_c", "chillers_running", "chw_supply_sp_c")
 S = QualitySettings()
 WEATHER = ("outdoor_drybulb_c", "outdoor_rh_pct", "outdoor_wetbulb_c")
@@ -312,3 +320,49 @@ def test_a_hot_rack_inlet_jump_is_never_a_spike(role: str, rise: float, at: int,
         frame.iloc[row + 1:, frame.columns.get_loc(role)] -= rise  # and comes back down
     profile = quiet_profile(**{role: ()}) if learned else None
     assert (role, "spike") not in found(frame, profile)
+
+
+@settings(max_examples=150, deadline=None)
+@given(role=st.sampled_from(CHECKED), longest=st.integers(1, 60), run=st.integers(1, 150), tail=st.integers(0, 30),
+       quiet=st.booleans(), rows_read=st.sampled_from([None, 24, 144]))
+def test_the_history_flags_a_flat_run_exactly_where_the_live_check_would_have_flagged_it(
+        role: str, longest: int, run: int, tail: int, quiet: bool, rows_read: int | None) -> None:
+    """Retraining leaves out what the checks in force call stuck: no more (a quiet plant, a short
+    run, one too long for the cycle's read) and no less, and the whole run, not only its end."""
+    frame = steady(run + tail + 30, 0.0 if quiet else 1e-3)
+    end = len(frame) - tail  # the run is rows end-run .. end-1, then the role ramps on
+    frame.iloc[end - run:end, frame.columns.get_loc(role)] = frame[role].iloc[end - run]
+    profile = DataProfile(roles={role: RoleProfile(longest, 0.01, 0.03, 0.05, 0.1, None)}, rows=10_000)
+    flags = stuck_readings(frame, S, profile, rows_read)
+    seen = frame.iloc[:end] if rows_read is None else frame.iloc[max(end - rows_read, 0):end]  # what a cycle read
+    live = (role, "stuck") in found(seen, profile)
+    assert live == (not quiet and run >= stuck_threshold_rows(role, S, profile)
+                    and (rows_read is None or stuck_threshold_rows(role, S, profile) <= rows_read))
+    assert bool(flags[role].iloc[end - run:end].all()) == live and bool(flags[role].any()) == live
+    if not quiet:  # every other role ramps: never flat
+        assert not flags.drop(columns=role).to_numpy().any()
+
+
+def test_a_stuck_rack_inlet_in_the_history_is_not_learned_while_the_sites_flat_loops_and_weather_are() -> None:
+    """The defect seen on the twin: a model trained after a stuck rack inlet learned its 55 rows as
+    normal, which would have let the next stuck sensor under 83 rows pass. With the history's stuck
+    runs left out, the profile learns what it learned before the fault."""
+    history = plant_like(2400, 28)
+    profile = learn_profile(history.iloc[:21 * 288])  # the champion's
+    longest = profile.roles[RACK].longest_flat_rows
+    faulty = history.copy()
+    start = 24 * 288 + 7
+    faulty.iloc[start:start + 55, faulty.columns.get_loc(RACK)] = faulty[RACK].iloc[start]
+    flags = stuck_readings(faulty, S, profile, rows_read=144, roles=(RACK, "it_power_kw"))
+    assert longest < 55 // 2 and learn_profile(faulty).roles[RACK].longest_flat_rows >= 55  # the defect
+    flagged = np.flatnonzero(flags[RACK].to_numpy())
+    assert flagged[0] <= start and flagged[-1] == start + 54 and len(flagged) == flagged[-1] - flagged[0] + 1
+    assert len(flagged) < 55 + longest  # the stuck run and the reading it froze at, no more
+    assert not flags.drop(columns=RACK).to_numpy().any()  # hourly IT power: flat an hour at a time
+    # chilled water held at its setpoint and a loop frozen while off are not stuck; seven hours of one
+    # hourly dry-bulb value are, beyond the 48 rows of the first 21 days (retraining judges no such role)
+    everything = stuck_readings(faulty, S, profile, rows_read=144)
+    assert {str(c) for c in everything.columns if everything[c].any()} == {RACK, "outdoor_drybulb_c"}
+    relearned = learn_profile(faulty.mask(flags))
+    assert relearned.roles[RACK].longest_flat_rows == learn_profile(history).roles[RACK].longest_flat_rows
+    assert stuck_threshold_rows(RACK, S, relearned) <= 2 * longest  # the next 55-row fault is still seen

@@ -33,12 +33,14 @@ from controller.service.daemon import Daemon, PacedTrigger
 from controller.service.forecast_check import DriftCheck, MaturedForecast, PendingForecast
 from controller.service.retraining import ChampionProvider, Retrainer, TrainingOutcome
 from coolpilot.harness.history import generate_history
+from db.ingest import write_wide
 from db.psychro import wetbulb_c
 from db.records import controlled_since, get_model
 from db.roles import SETPOINT_ROLES
 from forecasting.artifact import WEIGHTS_FILE
+from forecasting.data_profile import learn_profile
 from forecasting.protocol import FloatArray, Forecast
-from forecasting.registry import champion_entry, register_trained
+from forecasting.registry import champion_entry, get_entry, load_model, register_trained
 from forecasting.train import TrainConfig, TrainResult, fit_forecaster
 from simulator.config import PlantConfig
 from simulator.drivers import hours_since_new_year, load_climate, load_workload
@@ -241,6 +243,35 @@ def test_a_broken_model_artifact_falls_back_requests_retraining_and_the_new_cham
     assert since is not None and record is not None
     assert record["meta_json"]["training"]["recent_from"] == pd.Timestamp(since).isoformat()
     r.watch.assert_safe(rig.holder.config)
+
+
+def test_retraining_after_a_stuck_rack_inlet_does_not_learn_it_as_the_sites_normal(
+        sqlite_engine: sa.Engine, tmp_path: Path, trained: tuple[pd.DataFrame, TrainResult],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The defect seen on the twin's 27 C week: a model trained after a stuck rack inlet learned its
+    55 rows as normal, so the next stuck sensor under 83 rows would have passed. The daemon's
+    retraining leaves out what the champion's stuck check flags, and keeps the champion's limit."""
+    history, champion = trained
+    faulty = history.copy()
+    start, rows = len(faulty) - 200, 60
+    faulty.iloc[start:start + rows, faulty.columns.get_loc(RACK)] = faulty[RACK].iloc[start]
+    write_wide(sqlite_engine, faulty, site=SITE)
+    register_trained(sqlite_engine, champion, history, tmp_path / "models", site=SITE)
+    before = champion.forecaster.data_profile
+    assert before is not None and before.roles[RACK].longest_flat_rows < rows // 2
+    assert learn_profile(faulty).roles[RACK].longest_flat_rows >= rows  # what training learned before
+
+    with caplog.at_level(logging.WARNING):
+        out = Retrainer(sqlite_engine, SITE, tmp_path / "models", history_days=int(DAYS) + 1, train_config=TINY,
+                        device="cpu")()
+
+    assert out.ok, out.error
+    model = load_model(get_entry(sqlite_engine, out.version, site=SITE))
+    assert model.data_profile is not None
+    assert model.data_profile.roles[RACK].longest_flat_rows == before.roles[RACK].longest_flat_rows
+    removed = model.meta["training"]["suspect_removed"]
+    assert set(removed) == {RACK} and rows <= removed[RACK] < rows + before.roles[RACK].longest_flat_rows
+    assert any("left out of training as stuck sensors" in m and RACK in m for m in caplog.messages)
 
 
 @dataclasses.dataclass

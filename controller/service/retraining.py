@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from controller.config import QualitySettings
 from controller.cycle import NoChampion
 from db.engine import DatabaseError
 from forecasting.protocol import Forecaster
@@ -188,6 +189,49 @@ class ChampionProvider:
             return wrapped
 
 
+def stuck_in_history(engine: sa.Engine, site: str, frame: Any, settings: QualitySettings) -> Any:
+    """The safety readings of ``frame`` (a wide history frame) that the stuck check in force flags.
+
+    In force: the champion's data profile with ``settings``, or the defaults where the
+    site has no champion or it cannot be loaded, over the rows a cycle reads with that
+    champion (``controller.quality.stuck_readings``). Only the roles whose stuck reading
+    forces the rules (``SAFETY_ROLES``: rack inlet, IT power) are judged: learning a
+    fault there would blind the guard, while a long flat run of any other role (seven
+    hours of one hourly dry-bulb value) is learned, so that it costs a masked input once.
+    """
+    from controller.cycle import window_rows
+    from controller.cycle_state import SAFETY_ROLES
+    from controller.quality import stuck_readings
+    from forecasting.registry import load_champion
+
+    try:
+        champion = load_champion(engine, site)
+    except Exception as exc:  # a champion that cannot be read: judge by the defaults, as the cycle would
+        log.warning("stuck check for training: champion not readable (%s: %s); using the defaults",
+                    type(exc).__name__, exc)
+        champion = None
+    return stuck_readings(frame, settings, getattr(champion, "data_profile", None), window_rows(settings, champion),
+                          roles=SAFETY_ROLES)
+
+
+def fit_without_stuck(engine: sa.Engine, site: str, frame: Any, settings: QualitySettings,
+                      **fit: Any) -> tuple[Any, Any]:
+    """``forecasting.train.fit_forecaster`` on ``frame`` less its stuck readings: (result, cleaned frame).
+
+    Why: a stuck sensor learned as the site's normal raises the profile's flat-run limit
+    (a 55-row stuck rack inlet would let the next one under 83 rows pass unseen), and its
+    readings are wrong targets. The cleaned frame is what the registry should judge on.
+    The daemon's `Retrainer` and ``coolpilot train`` both train through here.
+    """
+    from forecasting.train import fit_forecaster, without_suspect
+
+    suspect = stuck_in_history(engine, site, frame, settings)
+    result = fit_forecaster(frame, suspect=suspect, **fit)
+    if result.report["suspect_removed"]:
+        log.warning("left out of training as stuck sensors (readings per role): %s", result.report["suspect_removed"])
+    return result, without_suspect(frame, suspect)[0]
+
+
 @dataclass(frozen=True)
 class TrainingOutcome:
     """One training run: whether it worked, the new version and whether it was promoted."""
@@ -207,7 +251,9 @@ class Retrainer:
     """Trains a challenger from the site's history and lets the registry decide.
 
     ``train_config`` is a ``forecasting.train.TrainConfig`` (None: its defaults, baselines
-    included: a model that loses to its best baseline is not promoted).
+    included: a model that loses to its best baseline is not promoted). ``quality``: the
+    data-quality settings the cycle runs with (None: the defaults); readings their stuck
+    check flags are not trained on (`stuck_in_history`).
     """
 
     def __init__(
@@ -219,6 +265,7 @@ class Retrainer:
         *,
         train_config: Any = None,
         device: str = "auto",
+        quality: QualitySettings | None = None,
         on_epoch: Callable[[Any], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.perf_counter,
@@ -228,6 +275,7 @@ class Retrainer:
         self.history_days = history_days
         self.train_config = train_config
         self.device = device
+        self.quality = quality if quality is not None else QualitySettings()
         self.on_epoch = on_epoch
         self._wall_clock, self._timer = wall_clock, timer
 
@@ -249,7 +297,7 @@ class Retrainer:
         from forecasting.features import TARGETS, FeatureSpec
         from forecasting.history import load_history
         from forecasting.registry import register_trained
-        from forecasting.train import TrainConfig, fit_forecaster
+        from forecasting.train import TrainConfig
 
         config = self.train_config if self.train_config is not None else TrainConfig()  # baselines decide promotion
 
@@ -265,11 +313,12 @@ class Retrainer:
         log.info("training on %d rows of site %r (%s .. %s)", len(frame), self.site, frame.index[0], frame.index[-1])
         # what CoolPilot did since it took control is trained on, not held out (learn from own operation)
         since = controlled_since(self.engine, self.site)
-        result = fit_forecaster(frame, spec=spec, config=config, device=self.device, on_epoch=epoch,
-                                now=lambda: datetime.fromtimestamp(self._wall_clock(), UTC), recent_from=since)
+        result, cleaned = fit_without_stuck(self.engine, self.site, frame, self.quality, spec=spec, config=config,
+                                            device=self.device, on_epoch=epoch, recent_from=since,
+                                            now=lambda: datetime.fromtimestamp(self._wall_clock(), UTC))
         if cancel is not None and cancel.is_set():
             raise TrainingCancelled()
-        decision = register_trained(self.engine, result, frame, self.models_dir, site=self.site)
+        decision = register_trained(self.engine, result, cleaned, self.models_dir, site=self.site)
         metrics = result.report["metrics"]["ensemble"]
         log.info("trained model %s in %.1f s: %s", decision.version, self._timer() - started, decision.reason)
         return TrainingOutcome(

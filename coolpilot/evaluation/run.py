@@ -312,7 +312,8 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
     plant_setpoints = dict(cp_plant.setpoints())
     engine = _history_database(out_dir, history, site)
     try:
-        trained, train_config, provider, model = _train_champion(opts, engine, site, out_dir, len(history), say)
+        trained, train_config, provider, model = _train_champion(opts, engine, site, out_dir, len(history), say,
+                                                                  config)
         horizon_rows = max(round(model.horizon_min * 60.0 / interval), 1)
 
         def plant_for(name: str) -> Plant:
@@ -329,7 +330,7 @@ def evaluate(opts: EvaluationOptions, out_dir: Path, *, say: Say = log.info) -> 
         def control_for(name: str, plant: Plant) -> Callable[[], None] | str:
             if name == "coolpilot":
                 loops[name] = CoolPilotLoop(plant, engine, config, provider,
-                                            retrain=_retrainer(opts, engine, site, out_dir, train_config),
+                                            retrain=_retrainer(opts, engine, site, out_dir, train_config, config),
                                             retrain_every_s=opts.retrain_every_days * 86400.0)
                 return loops[name]
             return baseline_control(name, plant, rules_env, limit_c, tuned=tuned)
@@ -415,7 +416,7 @@ def _history_database(out_dir: Path, history: pd.DataFrame, site: str) -> Any:
 
 
 def _train_champion(opts: EvaluationOptions, engine: Any, site: str, out_dir: Path, history_records: int,
-                    say: Say) -> tuple[TrainingOutcome, Any, ChampionProvider, Forecaster]:
+                    say: Say, config: Config) -> tuple[TrainingOutcome, Any, ChampionProvider, Forecaster]:
     """Train the ensemble with the daemon's own ``Retrainer``: the outcome, the training
     config used, the champion provider and the champion model."""
     from controller.service.retraining import ChampionProvider, Retrainer
@@ -426,7 +427,7 @@ def _train_champion(opts: EvaluationOptions, engine: Any, site: str, out_dir: Pa
     say(f"training the ensemble on {history_records} records ({train_config.members} members, "
         f"up to {train_config.max_epochs} epochs) ...")
     trained = Retrainer(engine, site, out_dir / "models", history_days=math.ceil(opts.train_days),
-                        train_config=train_config, device=opts.device)()
+                        train_config=train_config, device=opts.device, quality=config.quality)()
     if not trained.ok:
         raise EvaluationError(f"training failed: {trained.error}")
     provider = ChampionProvider(engine, site)
@@ -438,7 +439,8 @@ def _train_champion(opts: EvaluationOptions, engine: Any, site: str, out_dir: Pa
     return trained, train_config, provider, model
 
 
-def _retrainer(opts: EvaluationOptions, engine: Any, site: str, out_dir: Path, train_config: Any) -> Any:
+def _retrainer(opts: EvaluationOptions, engine: Any, site: str, out_dir: Path, train_config: Any,
+               config: Config) -> Any:
     """The daemon's nightly retraining for CoolPilot's run (None when ``retrain_every_days`` is 0):
     the same ``Retrainer``, history window and training config as the first model, so that
     the history it learns from includes the periods CoolPilot controlled."""
@@ -447,7 +449,7 @@ def _retrainer(opts: EvaluationOptions, engine: Any, site: str, out_dir: Path, t
     from controller.service.retraining import Retrainer
 
     return Retrainer(engine, site, out_dir / "models", history_days=math.ceil(opts.train_days),
-                     train_config=train_config, device=opts.device)
+                     train_config=train_config, device=opts.device, quality=config.quality)
 
 
 def forecast_figures(decisions: pd.DataFrame, frame: pd.DataFrame, horizon_rows: int) -> dict[str, Any]:
