@@ -23,14 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import sqlalchemy as sa
 
 from controller.config import QualitySettings
 from controller.cycle import NoChampion
 from db.engine import DatabaseError
 from forecasting.protocol import Forecaster
+
+if TYPE_CHECKING:  # forecasting.train imports torch: only when a model is trained
+    from forecasting.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +193,7 @@ class ChampionProvider:
             return wrapped
 
 
-def stuck_in_history(engine: sa.Engine, site: str, frame: Any, settings: QualitySettings) -> Any:
+def stuck_in_history(engine: sa.Engine, site: str, frame: pd.DataFrame, settings: QualitySettings) -> pd.DataFrame:
     """The safety readings of ``frame`` (a wide history frame) that the stuck check in force flags.
 
     In force: the champion's data profile with ``settings``, or the defaults where the
@@ -214,8 +218,8 @@ def stuck_in_history(engine: sa.Engine, site: str, frame: Any, settings: Quality
                           roles=SAFETY_ROLES)
 
 
-def fit_without_stuck(engine: sa.Engine, site: str, frame: Any, settings: QualitySettings,
-                      **fit: Any) -> tuple[Any, Any]:
+def fit_without_stuck(engine: sa.Engine, site: str, frame: pd.DataFrame, settings: QualitySettings,
+                      **fit: Any) -> tuple[TrainResult, pd.DataFrame]:
     """``forecasting.train.fit_forecaster`` on ``frame`` less its stuck readings: (result, cleaned frame).
 
     Why: a stuck sensor learned as the site's normal raises the profile's flat-run limit
