@@ -208,6 +208,8 @@ def stuck_readings(frame: pd.DataFrame, settings: QualitySettings, profile: Data
     left out of training (``forecasting.train.fit_forecaster``'s ``suspect``).
     ``rows_read``: the rows a cycle reads (``controller.cycle.window_rows``); a role whose
     limit is longer is never flagged live, so not here either (None: no such bound).
+    One difference from live: whether a related role moved is asked over the whole run,
+    where a cycle sees only its last ``rows_read`` rows of a longer one.
     ``roles``: the roles to judge (None: all). Roles that may stay constant (setpoints,
     counts, shares) are never flagged.
     """

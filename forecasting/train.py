@@ -379,8 +379,7 @@ def fit_forecaster(frame: pd.DataFrame, spec: FeatureSpec | None = None, config:
     forecaster.meta["metrics"] = metrics
     forecaster.meta["conformal_calibration_samples"] = int(masks["cal"].sum())
     report = {"version": version, "metrics": metrics, "gaps": fs.gaps.as_dict(), "suspect_removed": suspect_removed,
-              "window": window,
-              "samples": training["samples"], "epochs_run": info["epochs_run"],
+              "window": window, "samples": training["samples"], "epochs_run": info["epochs_run"],
               "best_epoch": info["best_epoch"], "device": info["device"], "train_seconds": info["seconds"],
               "conformal_factors": list(factors), "data_hash": digest, "targets": list(spec.targets),
               "setpoint_roles": list(spec.setpoint_roles), "masked_roles": list(spec.mask_roles),
